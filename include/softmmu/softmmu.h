@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SOFTMMU_SOFTMMU_H
+#define SOFTMMU_SOFTMMU_H
+
+/*
+ * libsoftmmu: a software virtual address space shared by many pthreads.
+ *
+ * Important - the rules of use:
+ *
+ *  1. A frame pool (smmu_pool_create) supplies page-sized frames of host
+ *     memory.  An address space (smmu_mm_create) takes its frames from one
+ *     pool.  A thread becomes a CPU of an mm with smmu_cpu_register and
+ *     then reads and writes the mm's memory with the access API
+ *     (<softmmu/access.h>: smmu_loadN, smmu_storeN, smmu_try_*, atomics)
+ *     and smmu_read / smmu_write.
+ *  2. Every function returns 0 or a negative errno and sets no global; on
+ *     error nothing has changed.  Functions that take a CPU must be called
+ *     on the thread that registered it (else -EPERM).
+ *  3. Mapping changes (smmu_mmap, smmu_munmap, smmu_mprotect) may be made
+ *     by any thread, CPU or not.  They clear page-table entries under an
+ *     mmu_gather, flush the TLB of the calling thread if it is a CPU of
+ *     that mm, and only then return frames to the pool.
+ *  4. NOT YET COHERENT ACROSS CPUS: in this release the gather flushes only
+ *     the calling CPU's TLB.  Another CPU that holds an entry for a page
+ *     being unmapped or write-protected may keep using it.  Until remote
+ *     shootdown lands, do not unmap or reduce the protection of memory that
+ *     another CPU may access concurrently; a CPU can drop its own entries
+ *     with smmu_tlb_flush_all.  Faults, fills, demand-zero and every
+ *     mapping change that only adds access are safe under concurrency.
+ *  5. A CPU that is about to block for long calls smmu_cpu_offline first
+ *     and smmu_cpu_online after; it must not access memory while offline.
+ *  6. Tear down in order: CPUs (smmu_cpu_unregister, or thread exit),
+ *     then the mm (smmu_mm_destroy), then the pool (smmu_pool_destroy).
+ *     Each destroy refuses with -EBUSY while something still uses it.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <softmmu/export.h>
+#include <softmmu/types.h>
+#include <softmmu/access.h>
+#include <softmmu/stats.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ pool */
+
+struct smmu_pool_config {
+	void *region;     /* host memory to cut into frames, or NULL: the library maps it */
+	size_t size;      /* bytes of region (or to map); whole frames are used */
+	size_t page_size; /* power of two in [1 KiB, 1 GiB]; 0 means 4096 */
+	unsigned flags;   /* SMMU_POOL_* */
+};
+
+/*
+ * smmu_pool_create: make a frame pool of size / page_size frames over
+ * cfg->region, or over memory the library maps itself when region is NULL.
+ * A caller-supplied region must be aligned to min(page_size, 4096), stays
+ * owned by the caller and must outlive the pool; its contents are not
+ * assumed zero.  Frames are zeroed before they back a new anonymous page.
+ * Errors: -EINVAL (NULL argument, unknown flag, page_size not a power of two
+ * or out of range, misaligned region, fewer than one or more than
+ * 2^32 - 2 frames), -ENOMEM (no memory for the descriptors or the region).
+ * Thread: any.  Blocks: may (allocates, maps).
+ */
+SMMU_API int smmu_pool_create(const struct smmu_pool_config *cfg, struct smmu_pool **out);
+
+/*
+ * smmu_pool_destroy: release the pool (and unmap its region if the library
+ * mapped it).  Errors: -EINVAL (NULL or not a live pool), -EBUSY (an mm
+ * still uses the pool).  Thread: any.  Blocks: may.
+ */
+SMMU_API int smmu_pool_destroy(struct smmu_pool *pool);
+
+/* Frames in the pool in all; frames free now (the shared list plus the
+ * CPUs' caches; a snapshot under concurrency); bytes per frame.  0 for a
+ * NULL pool.  Thread: any.  Blocks: briefly (pool lock). */
+SMMU_API size_t smmu_pool_frames(const struct smmu_pool *pool);
+SMMU_API size_t smmu_pool_free_frames(struct smmu_pool *pool);
+SMMU_API size_t smmu_pool_page_size(const struct smmu_pool *pool);
+
+/* -------------------------------------------------------- address spaces */
+
+/*
+ * smmu_mm_create: a new, empty address space drawing frames from pool.
+ * Addresses run from 64 KiB (lower addresses are never mapped, so that
+ * small integers used as addresses fault) to 2^(page_shift + 36).
+ * Errors: -EINVAL (NULL argument or dead pool), -ENOMEM.
+ * Thread: any.  Blocks: may (allocates).
+ */
+SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out);
+
+/*
+ * smmu_mm_destroy: tear the address space down in whole-mm mode (one pass
+ * over the page table, no per-range flush), return every frame to the pool
+ * and free the page-table pages.
+ * Errors: -EINVAL (NULL or not a live mm), -EBUSY (CPUs still registered).
+ * Thread: any.  Blocks: may.
+ */
+SMMU_API int smmu_mm_destroy(struct smmu_mm *mm);
+
+/*
+ * smmu_mmap: map len bytes (rounded up to whole pages) of anonymous,
+ * demand-zero memory with protection prot (SMMU_PROT_NONE, SMMU_PROT_READ or
+ * SMMU_PROT_READ | SMMU_PROT_WRITE) and store the start in *out.
+ *
+ * Placement and overlap rules:
+ *  - flags without FIXED: addr is a hint.  If [addr, addr+len) is free and
+ *    page-aligned it is used; otherwise the lowest free range at or above
+ *    the hint (or above 64 KiB if there is none) is chosen.  Never
+ *    overlaps an existing mapping.
+ *  - SMMU_MAP_FIXED: exactly at addr (page-aligned); whatever was mapped in
+ *    the range is unmapped first, in the same operation.
+ *  - SMMU_MAP_FIXED_NOREPLACE: exactly at addr; -EEXIST if any page of the
+ *    range is mapped.
+ *  - SMMU_MAP_POPULATE: allocate and zero every frame before returning
+ *    (ignored for SMMU_PROT_NONE); -ENOMEM if the pool runs out, with the
+ *    new mapping removed again.
+ * Adjacent mappings with the same protection and flags are merged.
+ * Errors: -EINVAL (NULL mm/out, len 0, unknown prot or flag, both FIXED
+ * flags, misaligned FIXED addr, range wraps or leaves the address space),
+ * -EEXIST (FIXED_NOREPLACE over a mapping), -ENOMEM (no free range, no
+ * memory for the region set, or the pool ran out under POPULATE).
+ * Thread: any.  Blocks: may (mm lock, allocation).
+ */
+SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags, smmu_addr_t *out);
+
+/*
+ * smmu_munmap: remove the mappings in [addr, addr+len) (len rounded up to
+ * whole pages).  Unmapping a range with nothing mapped is not an error.  A
+ * mapping that straddles an end is split.  Page-table pages left empty are
+ * freed, after the flush like the frames.
+ * Errors: -EINVAL (NULL mm, misaligned addr, len 0, range wraps or leaves
+ * the address space), -ENOMEM (a split needs a region slot and none could
+ * be allocated; nothing was unmapped).
+ * Thread: any.  Blocks: may.
+ */
+SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len);
+
+/*
+ * smmu_mprotect: change the protection of [addr, addr+len) to prot.  Every
+ * page of the range must be mapped.  Reducing access clears the affected
+ * page-table entries' permissions and flushes; adding access needs no flush
+ * (the next access misses and refills).
+ * Errors: -EINVAL (NULL mm, misaligned addr, len 0, unknown prot, wrap),
+ * -ENOMEM (part of the range is not mapped, or a split needs memory that
+ * could not be allocated).  Thread: any.  Blocks: may.
+ */
+SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot);
+
+/* A mapping, as reported by smmu_mm_find. */
+struct smmu_region {
+	smmu_addr_t start, end; /* [start, end), page-aligned */
+	int prot;               /* SMMU_PROT_* */
+	int flags;              /* reserved, 0 */
+};
+
+/*
+ * smmu_mm_find: the mapping that contains addr, or else the lowest one
+ * above it.  Errors: -EINVAL (NULL argument), -ENOENT (none).
+ * Thread: any.  Blocks: briefly (mm lock, shared).
+ */
+SMMU_API int smmu_mm_find(struct smmu_mm *mm, smmu_addr_t addr, struct smmu_region *out);
+
+/* Bytes per page of mm (its pool's frame size), 0 for NULL.  Thread: any. */
+SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm);
+
+/* ----------------------------------------------------------------- CPUs */
+
+struct smmu_cpu_config {
+	size_t tlb_entries; /* power of two in [16, 2^20]; 0 means the default (4096) */
+};
+
+/*
+ * smmu_cpu_register: make the calling thread a CPU of mm with a private,
+ * empty TLB, and store its handle in *out.  A thread is a CPU of at most
+ * one mm at a time.  If the thread exits while registered, it is
+ * unregistered by a thread-specific destructor.  smmu_cpu_register_ex takes
+ * a config (NULL means defaults).
+ * Errors: -EINVAL (NULL mm/out, dead mm, bad tlb_entries), -EBUSY (the
+ * thread is already a CPU), -ENOMEM.  Thread: the thread to register.
+ * Blocks: may (allocates).
+ */
+SMMU_API int smmu_cpu_register(struct smmu_mm *mm, struct smmu_cpu **out);
+SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_config *cfg, struct smmu_cpu **out);
+
+/*
+ * smmu_cpu_unregister: the calling thread stops being a CPU; its TLB and
+ * frame cache are released and its counters are kept in the mm's totals.
+ * Errors: -EINVAL (NULL), -EPERM (cpu is not the calling thread's CPU).
+ * Thread: cpu's owner.  Blocks: briefly.
+ */
+SMMU_API int smmu_cpu_unregister(struct smmu_cpu *cpu);
+
+/*
+ * smmu_cpu_offline / smmu_cpu_online: bracket a stretch where the CPU makes
+ * no access (before blocking in a system call, a sleep, a lock).  Coming
+ * online flushes the TLB if the mm flushed meanwhile.  Offline twice or
+ * online twice is harmless.
+ * Errors: -EINVAL (NULL), -EPERM (not the calling thread's CPU).
+ * Thread: cpu's owner.  Blocks: never.
+ */
+SMMU_API int smmu_cpu_offline(struct smmu_cpu *cpu);
+SMMU_API int smmu_cpu_online(struct smmu_cpu *cpu);
+
+/* The calling thread's CPU, or NULL.  Thread: any.  Blocks: never. */
+SMMU_API struct smmu_cpu *smmu_cpu_self(void);
+
+/* A small number naming the CPU within its mm, for messages.  Thread: any. */
+SMMU_API unsigned smmu_cpu_id(const struct smmu_cpu *cpu);
+
+/* The mm the CPU is registered with.  Thread: any. */
+SMMU_API struct smmu_mm *smmu_cpu_mm(const struct smmu_cpu *cpu);
+
+/*
+ * smmu_cpu_set_trap_handler: fn receives the faults of trapping accesses
+ * that no mapping handles (see smmu_trap_fn).  NULL restores the default,
+ * which prints the address, access kind, reason and CPU to stderr and
+ * aborts.  Errors: -EINVAL (NULL cpu), -EPERM (not the calling thread's).
+ * Thread: cpu's owner.  Blocks: never.
+ */
+SMMU_API int smmu_cpu_set_trap_handler(struct smmu_cpu *cpu, smmu_trap_fn fn, void *arg);
+
+/*
+ * smmu_tlb_flush_all / smmu_tlb_flush_range: drop every entry of the
+ * calling CPU's TLB, or those for pages in [addr, addr+len).
+ * Errors: -EINVAL (NULL cpu, len 0 or wrapping range), -EPERM (not the
+ * calling thread's CPU).  Thread: cpu's owner.  Blocks: never.
+ */
+SMMU_API int smmu_tlb_flush_all(struct smmu_cpu *cpu);
+SMMU_API int smmu_tlb_flush_range(struct smmu_cpu *cpu, smmu_addr_t addr, size_t len);
+
+/* --------------------------------------------------------- bulk access */
+
+/*
+ * smmu_read / smmu_write: copy len bytes between emulated memory at addr
+ * and host memory, across page boundaries.  Every page is checked (and
+ * demand-faulted) before any byte is copied, so on error nothing was
+ * copied - unless a concurrent mapping change removed a page between the
+ * check and the copy, when a prefix may have been.  These do not trap.
+ * Errors: -EINVAL (NULL cpu, NULL buffer with len > 0, range wraps),
+ * -EPERM (not the calling thread's CPU), -EFAULT (a page is unmapped),
+ * -EACCES (a page forbids the access), -ENOMEM (demand-zero ran out).
+ * len 0 succeeds.  Thread: cpu's owner.  Blocks: may (faults).
+ */
+SMMU_API int smmu_read(struct smmu_cpu *cpu, smmu_addr_t addr, void *dst, size_t len);
+SMMU_API int smmu_write(struct smmu_cpu *cpu, smmu_addr_t addr, const void *src, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * CPUs: registration, the thread-local self pointer and its exit
+ * destructor, online/offline, trap handler and local TLB flush API.
+ * Invariants in cpu.h; lock order in mm.h.
+ */
+#include "cpu.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+
+#include "alloc.h"
+#include "mm.h"
+#include "util.h"
+
+static __thread struct smmu__cpu *self;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static int exit_key_err;
+
+static void unregister_locked_out(struct smmu__cpu *c);
+
+/* A thread that exits while registered is unregistered here. */
+static void on_thread_exit(void *arg)
+{
+	struct smmu__cpu *c = arg;
+	if (c && c->magic == SMMU_CPU_MAGIC)
+		unregister_locked_out(c);
+}
+
+static void make_exit_key(void)
+{
+	exit_key_err = pthread_key_create(&exit_key, on_thread_exit);
+}
+
+struct smmu__cpu *smmu__cpu_self(void)
+{
+	return self;
+}
+
+SMMU_API struct smmu_cpu *smmu_cpu_self(void)
+{
+	return self ? &self->pub : NULL;
+}
+
+int smmu__cpu_check_owner(const struct smmu_cpu *pub)
+{
+	const struct smmu__cpu *c = (const struct smmu__cpu *)pub;
+	if (!c || c->magic != SMMU_CPU_MAGIC)
+		return -EINVAL;
+	if (c != self)
+		return -EPERM;
+	return 0;
+}
+
+SMMU_API int smmu_cpu_register(struct smmu_mm *mm, struct smmu_cpu **out)
+{
+	return smmu_cpu_register_ex(mm, NULL, out);
+}
+
+SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_config *cfg, struct smmu_cpu **out)
+{
+	if (!smmu__mm_check_live(mm) || !out)
+		return -EINVAL;
+	size_t entries = cfg && cfg->tlb_entries ? cfg->tlb_entries : SMMU_TLB_DEFAULT_ENTRIES;
+	if (!smmu__is_pow2(entries) || entries < SMMU_TLB_MIN_ENTRIES || entries > SMMU_TLB_MAX_ENTRIES)
+		return -EINVAL;
+	if (self)
+		return -EBUSY;
+	pthread_once(&exit_key_once, make_exit_key);
+	if (exit_key_err)
+		return -ENOMEM;
+
+	struct smmu__cpu *c = smmu__zalloc_aligned(64, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	int err = smmu__tlb_init(c, entries);
+	if (err) {
+		smmu__free(c, sizeof(*c));
+		return err;
+	}
+	if (pthread_setspecific(exit_key, c)) {
+		smmu__tlb_fini(c);
+		smmu__free(c, sizeof(*c));
+		return -ENOMEM;
+	}
+	c->pub.page_mask = ~(mm->page_size - 1);
+	c->pub.tlb_shift = mm->page_shift - SMMU_TLB_ENTRY_SHIFT;
+	c->mm = mm;
+	c->owner = pthread_self();
+	c->online = true;
+	smmu__pcache_attach(mm->pool, &c->pcache);
+
+	pthread_mutex_lock(&mm->cpus_lock);
+	c->id = mm->next_cpu_id++;
+	c->prev = NULL;
+	c->next = mm->cpus;
+	if (mm->cpus)
+		mm->cpus->prev = c;
+	mm->cpus = c;
+	mm->nr_cpus++;
+	pthread_mutex_unlock(&mm->cpus_lock);
+	c->seen_gen = atomic_load(&mm->flush_gen);
+
+	c->magic = SMMU_CPU_MAGIC;
+	self = c;
+	*out = &c->pub;
+	return 0;
+}
+
+/* Unregister c; runs on c's thread (API call or exit destructor). */
+static void unregister_locked_out(struct smmu__cpu *c)
+{
+	struct smmu_mm *mm = c->mm;
+
+	pthread_mutex_lock(&mm->cpus_lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		mm->cpus = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	mm->nr_cpus--;
+	smmu__counters_merge(&mm->counters, &c->counters);
+	pthread_mutex_unlock(&mm->cpus_lock);
+
+	smmu__pcache_detach(&c->pcache);
+	smmu__tlb_fini(c);
+	c->magic = SMMU_DEAD_MAGIC;
+	smmu__free(c, sizeof(*c));
+	self = NULL;
+}
+
+SMMU_API int smmu_cpu_unregister(struct smmu_cpu *pub)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	pthread_setspecific(exit_key, NULL);
+	unregister_locked_out(smmu__cpu_of(pub));
+	return 0;
+}
+
+SMMU_API int smmu_cpu_offline(struct smmu_cpu *pub)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	smmu__cpu_of(pub)->online = false;
+	return 0;
+}
+
+SMMU_API int smmu_cpu_online(struct smmu_cpu *pub)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	struct smmu__cpu *c = smmu__cpu_of(pub);
+	c->online = true;
+	/* Online first, then compare: an initiator that advances the
+	 * generation after this fence sees us online. */
+	atomic_thread_fence(memory_order_seq_cst);
+	uint64_t gen = atomic_load(&c->mm->flush_gen);
+	if (gen != c->seen_gen) {
+		smmu__tlb_flush_all_local(c);
+		c->seen_gen = gen;
+	}
+	return 0;
+}
+
+SMMU_API unsigned smmu_cpu_id(const struct smmu_cpu *pub)
+{
+	const struct smmu__cpu *c = (const struct smmu__cpu *)pub;
+	return c && c->magic == SMMU_CPU_MAGIC ? c->id : 0;
+}
+
+SMMU_API struct smmu_mm *smmu_cpu_mm(const struct smmu_cpu *pub)
+{
+	const struct smmu__cpu *c = (const struct smmu__cpu *)pub;
+	return c && c->magic == SMMU_CPU_MAGIC ? c->mm : NULL;
+}
+
+SMMU_API int smmu_cpu_set_trap_handler(struct smmu_cpu *pub, smmu_trap_fn fn, void *arg)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	smmu__cpu_of(pub)->trap = fn;
+	smmu__cpu_of(pub)->trap_arg = arg;
+	return 0;
+}
+
+SMMU_API int smmu_tlb_flush_all(struct smmu_cpu *pub)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	smmu__tlb_flush_all_local(smmu__cpu_of(pub));
+	return 0;
+}
+
+SMMU_API int smmu_tlb_flush_range(struct smmu_cpu *pub, smmu_addr_t addr, size_t len)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	if (len == 0 || addr + len < addr)
+		return -EINVAL;
+	smmu__tlb_flush_range_local(smmu__cpu_of(pub), addr, addr + len);
+	return 0;
+}

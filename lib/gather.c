@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/* mmu_gather (the specification is the comment at the top of gather.h). */
+#include "gather.h"
+
+#include "alloc.h"
+#include "mm.h"
+#include "pgtable.h"
+#include "pool.h"
+#include "stats_internal.h"
+#include "util.h"
+
+#define BATCH_MAX ((SMMU_GATHER_BATCH_BYTES - sizeof(struct smmu__gather_batch)) / sizeof(uint64_t))
+
+static void reset_range(struct smmu__gather *g)
+{
+	g->start = UINT64_MAX;
+	g->end = 0;
+	g->freed_tables = false;
+}
+
+void smmu__gather_init(struct smmu__gather *g, struct smmu_mm *mm, enum smmu__gather_mode mode)
+{
+	g->mm = mm;
+	g->mode = mode;
+	g->nbatches = 0;
+	g->local.next = NULL;
+	g->local.nr = 0;
+	g->local.max = SMMU_GATHER_LOCAL;
+	g->local.entries = g->local_entries;
+	g->active = &g->local;
+	reset_range(g);
+}
+
+/* Move to the next batch, reusing one kept from an earlier flush or
+ * allocating one; false when the gather may not or cannot grow. */
+static bool next_batch(struct smmu__gather *g)
+{
+	struct smmu__gather_batch *b = g->active;
+	if (b->next) {
+		g->active = b->next;
+		return true;
+	}
+	if (g->mode == SMMU_GATHER_BOUNDED || g->nbatches >= SMMU_GATHER_MAX_BATCHES)
+		return false;
+	struct smmu__gather_batch *n = smmu__malloc(SMMU_GATHER_BATCH_BYTES);
+	if (!n) {
+		smmu__stat_add(g->mm, SMMU_STAT_batch_fallbacks, 1);
+		return false;
+	}
+	n->next = NULL;
+	n->nr = 0;
+	n->max = (uint32_t)BATCH_MAX;
+	n->entries = (uint64_t *)(n + 1);
+	b->next = n;
+	g->active = n;
+	g->nbatches++;
+	smmu__stat_add(g->mm, SMMU_STAT_batch_extensions, 1);
+	return true;
+}
+
+static void add_entry(struct smmu__gather *g, uint64_t ent)
+{
+	if (g->active->nr == g->active->max && !next_batch(g))
+		smmu__gather_flush(g); /* degrade: flush and free early, then go on */
+	g->active->entries[g->active->nr++] = ent;
+}
+
+void smmu__gather_frame(struct smmu__gather *g, uint32_t frame)
+{
+	add_entry(g, (uint64_t)frame << 1);
+}
+
+void smmu__gather_table(struct smmu__gather *g, void *table)
+{
+	add_entry(g, (uint64_t)(uintptr_t)table | 1);
+}
+
+/* Step 3: everything queued goes back, frames to the pool in chains. */
+static void free_queued(struct smmu__gather *g)
+{
+	struct smmu_pool *pool = g->mm->pool;
+	uint32_t frames[256];
+	size_t nf = 0, freed = 0, tables = 0;
+
+	for (struct smmu__gather_batch *b = &g->local; b; b = b->next) {
+		for (uint32_t i = 0; i < b->nr; i++) {
+			uint64_t ent = b->entries[i];
+			if (ent & 1) {
+				smmu__free((void *)(uintptr_t)(ent & ~1ull), SMMU_PT_TABLE_SIZE);
+				tables++;
+				continue;
+			}
+			frames[nf++] = (uint32_t)(ent >> 1);
+			if (nf == SMMU_ARRAY_SIZE(frames)) {
+				freed += smmu__pool_put_frames(pool, frames, nf);
+				nf = 0;
+			}
+		}
+		b->nr = 0;
+		if (b == g->active)
+			break;
+	}
+	if (nf)
+		freed += smmu__pool_put_frames(pool, frames, nf);
+	g->active = &g->local;
+	if (freed)
+		smmu__stat_add(g->mm, SMMU_STAT_frames_freed, freed);
+	if (tables)
+		smmu__stat_add(g->mm, SMMU_STAT_tables_freed, tables);
+}
+
+void smmu__gather_flush(struct smmu__gather *g)
+{
+	/* Step 2: no TLB may reach what step 3 frees. */
+	if (g->mode == SMMU_GATHER_FULLMM) {
+		smmu__flush_mm(g->mm, 0, 0, 1);
+	} else if (g->start < g->end || g->freed_tables) {
+		uint64_t pages = (g->end - g->start) >> g->mm->page_shift;
+		smmu__flush_mm(g->mm, g->start, g->end, pages > SMMU_FLUSH_CEILING);
+	}
+	reset_range(g);
+	free_queued(g);
+}
+
+void smmu__gather_finish(struct smmu__gather *g)
+{
+	smmu__gather_flush(g);
+	struct smmu__gather_batch *b = g->local.next;
+	while (b) {
+		struct smmu__gather_batch *next = b->next;
+		smmu__free(b, SMMU_GATHER_BATCH_BYTES);
+		b = next;
+	}
+	g->local.next = NULL;
+	smmu__stat_add(g->mm, SMMU_STAT_gathers, 1);
+}

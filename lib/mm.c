@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Address spaces: create/destroy, mmap/munmap/mprotect over the region set
+ * and the page table, under the gather.  Lock order is in mm.h.
+ *
+ * Every operation validates all of its input and reserves whatever memory
+ * it may need before it changes anything, so an error leaves the mm as it
+ * was.  (One documented exception: mmap FIXED with POPULATE that runs out
+ * of frames has already replaced the old mappings.)
+ */
+#include "mm.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+
+#include <softmmu/softmmu.h>
+
+#include "alloc.h"
+#include "cpu.h"
+#include "gather.h"
+#include "pool.h"
+#include "util.h"
+
+int smmu__mm_check_live(const struct smmu_mm *mm)
+{
+	return mm && mm->magic == SMMU_MM_MAGIC;
+}
+
+SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm)
+{
+	return smmu__mm_check_live(mm) ? mm->page_size : 0;
+}
+
+void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full)
+{
+	/* Advance the generation first: a CPU that comes online after this
+	 * point flushes on its own (see smmu_cpu_online). */
+	uint64_t gen = atomic_fetch_add(&mm->flush_gen, 1) + 1;
+	struct smmu__cpu *c = smmu__cpu_self();
+	if (c && c->mm == mm) {
+		if (full) {
+			smmu__tlb_flush_all_local(c);
+			c->seen_gen = gen;
+		} else {
+			smmu__tlb_flush_range_local(c, start, end);
+		}
+	}
+	/* Remote CPUs: not yet (see softmmu.h, rule 4). */
+}
+
+SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
+{
+	if (!smmu__pool_check_live(pool) || !out)
+		return -EINVAL;
+	struct smmu_mm *mm = smmu__zalloc(sizeof(*mm));
+	if (!mm)
+		return -ENOMEM;
+	mm->root = smmu__zalloc_aligned(SMMU_PT_TABLE_SIZE, SMMU_PT_TABLE_SIZE);
+	if (!mm->root) {
+		smmu__free(mm, sizeof(*mm));
+		return -ENOMEM;
+	}
+	mm->pool = pool;
+	mm->page_shift = pool->page_shift;
+	mm->page_size = pool->page_size;
+	mm->va_limit = 1ull << (pool->page_shift + SMMU_PT_LEVELS * SMMU_PT_ENTRY_BITS);
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	/* Many faulting CPUs must not starve munmap. */
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&mm->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&mm->cpus_lock, NULL);
+	smmu__regions_init(&mm->regions);
+	smmu__pool_mm_attach(pool);
+	mm->magic = SMMU_MM_MAGIC;
+	*out = mm;
+	return 0;
+}
+
+SMMU_API int smmu_mm_destroy(struct smmu_mm *mm)
+{
+	if (!smmu__mm_check_live(mm))
+		return -EINVAL;
+	pthread_mutex_lock(&mm->cpus_lock);
+	if (mm->nr_cpus) {
+		pthread_mutex_unlock(&mm->cpus_lock);
+		return -EBUSY;
+	}
+	mm->magic = SMMU_DEAD_MAGIC;
+	pthread_mutex_unlock(&mm->cpus_lock);
+
+	/* Whole-mm teardown: no CPU is left, so one pass and one flush. */
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_FULLMM);
+	smmu__pt_zap(mm, &g, 0, mm->va_limit);
+	smmu__gather_finish(&g);
+	smmu__pt_free_root(mm->root);
+
+	smmu__regions_fini(&mm->regions);
+	pthread_rwlock_destroy(&mm->lock);
+	pthread_mutex_destroy(&mm->cpus_lock);
+	smmu__pool_mm_detach(mm->pool);
+	smmu__free(mm, sizeof(*mm));
+	return 0;
+}
+
+/* Validate a page-aligned range; *end gets addr + len rounded up. */
+static int check_range(const struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end)
+{
+	if (addr & (mm->page_size - 1) || len == 0)
+		return -EINVAL;
+	uint64_t rounded = ((uint64_t)len + mm->page_size - 1) & ~(mm->page_size - 1);
+	if (rounded < len || addr + rounded < addr || addr + rounded > mm->va_limit)
+		return -EINVAL;
+	*end = addr + rounded;
+	return 0;
+}
+
+static int check_prot(int prot)
+{
+	return prot == SMMU_PROT_NONE || prot == SMMU_PROT_READ || prot == (SMMU_PROT_READ | SMMU_PROT_WRITE) ? 0
+														: -EINVAL;
+}
+
+/* Region slots a split at the ends of [start, end) would need. */
+static size_t splits_needed(const struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end)
+{
+	const struct smmu__region *a = smmu__regions_find(rs, start);
+	const struct smmu__region *b = smmu__regions_find(rs, end - 1);
+	return (a && a->start < start) + (b && b->end > end);
+}
+
+/* The pool cache of the calling thread, if it is a CPU of mm. */
+static struct smmu__pcache *caller_cache(struct smmu_mm *mm)
+{
+	struct smmu__cpu *c = smmu__cpu_self();
+	return c && c->mm == mm ? &c->pcache : NULL;
+}
+
+static int populate_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int prot)
+{
+	struct smmu__pcache *pc = caller_cache(mm);
+	smmu_pte_t bits = smmu__pte_prot_bits(prot);
+	for (smmu_addr_t a = start; a < end; a += mm->page_size) {
+		_Atomic smmu_pte_t *slot;
+		uint32_t frame;
+		int err = smmu__pt_lookup_alloc(mm->root, mm->page_shift, a, &slot);
+		if (err)
+			return err;
+		if (atomic_load_explicit(slot, memory_order_relaxed))
+			continue;
+		err = smmu__pool_alloc(mm->pool, pc, true, &frame);
+		if (err)
+			return err;
+		/* Release: the zeroed frame is visible before its PTE. */
+		atomic_store_explicit(slot, smmu__pte_make(frame, bits), memory_order_release);
+	}
+	return 0;
+}
+
+static void unmap_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end)
+{
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	smmu__pt_zap(mm, &g, start, end);
+	smmu__regions_remove(&mm->regions, start, end);
+	smmu__gather_finish(&g);
+}
+
+SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags, smmu_addr_t *out)
+{
+	const int known = SMMU_MAP_FIXED | SMMU_MAP_FIXED_NOREPLACE | SMMU_MAP_POPULATE;
+	if (!smmu__mm_check_live(mm) || !out || len == 0 || check_prot(prot) || (flags & ~known))
+		return -EINVAL;
+	const bool fixed = flags & (SMMU_MAP_FIXED | SMMU_MAP_FIXED_NOREPLACE);
+	if ((flags & SMMU_MAP_FIXED) && (flags & SMMU_MAP_FIXED_NOREPLACE))
+		return -EINVAL;
+	uint64_t rounded = ((uint64_t)len + mm->page_size - 1) & ~(mm->page_size - 1);
+	if (rounded < len || rounded > mm->va_limit - SMMU_MM_MIN_ADDR)
+		return fixed ? -EINVAL : -ENOMEM;
+	smmu_addr_t start, end;
+	if (fixed) {
+		int err = check_range(mm, addr, len, &end);
+		if (err)
+			return err;
+		if (addr < SMMU_MM_MIN_ADDR)
+			return -EINVAL;
+	}
+
+	pthread_rwlock_wrlock(&mm->lock);
+	int err = smmu__regions_reserve(&mm->regions, 2);
+	if (err)
+		goto out;
+	if (fixed) {
+		start = addr;
+		if (smmu__regions_any(&mm->regions, start, end)) {
+			if (flags & SMMU_MAP_FIXED_NOREPLACE) {
+				err = -EEXIST;
+				goto out;
+			}
+			unmap_locked(mm, start, end);
+		}
+	} else {
+		smmu_addr_t hint = (addr + mm->page_size - 1) & ~(mm->page_size - 1);
+		if (hint < addr || hint < SMMU_MM_MIN_ADDR || hint >= mm->va_limit)
+			hint = SMMU_MM_MIN_ADDR;
+		err = smmu__regions_find_free(&mm->regions, hint, mm->va_limit, rounded, &start);
+		if (err && hint > SMMU_MM_MIN_ADDR)
+			err = smmu__regions_find_free(&mm->regions, SMMU_MM_MIN_ADDR, mm->va_limit, rounded, &start);
+		if (err)
+			goto out;
+		end = start + rounded;
+	}
+	smmu__regions_insert(&mm->regions, start, end, prot, 0);
+	if ((flags & SMMU_MAP_POPULATE) && prot != SMMU_PROT_NONE) {
+		err = populate_locked(mm, start, end, prot);
+		if (err) {
+			/* Take the new mapping out again; its frames never
+			 * reached a TLB. */
+			unmap_locked(mm, start, end);
+			goto out;
+		}
+	}
+	*out = start;
+out:
+	pthread_rwlock_unlock(&mm->lock);
+	return err;
+}
+
+SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len)
+{
+	smmu_addr_t end;
+	if (!smmu__mm_check_live(mm))
+		return -EINVAL;
+	int err = check_range(mm, addr, len, &end);
+	if (err)
+		return err;
+	pthread_rwlock_wrlock(&mm->lock);
+	err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
+	if (!err)
+		unmap_locked(mm, addr, end);
+	pthread_rwlock_unlock(&mm->lock);
+	return err;
+}
+
+SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot)
+{
+	smmu_addr_t end;
+	if (!smmu__mm_check_live(mm) || check_prot(prot))
+		return -EINVAL;
+	int err = check_range(mm, addr, len, &end);
+	if (err)
+		return err;
+	pthread_rwlock_wrlock(&mm->lock);
+	if (!smmu__regions_covered(&mm->regions, addr, end)) {
+		err = -ENOMEM;
+	} else {
+		err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
+	}
+	if (!err) {
+		struct smmu__gather g;
+		smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+		smmu__pt_change_prot(mm, &g, addr, end, prot);
+		smmu__regions_set_prot(&mm->regions, addr, end, prot);
+		smmu__gather_finish(&g);
+	}
+	pthread_rwlock_unlock(&mm->lock);
+	return err;
+}
+
+SMMU_API int smmu_mm_find(struct smmu_mm *mm, smmu_addr_t addr, struct smmu_region *out)
+{
+	if (!smmu__mm_check_live(mm) || !out)
+		return -EINVAL;
+	int err = -ENOENT;
+	pthread_rwlock_rdlock(&mm->lock);
+	size_t i = smmu__regions_lower_bound(&mm->regions, addr);
+	if (i < mm->regions.n) {
+		const struct smmu__region *r = &mm->regions.v[i];
+		*out = (struct smmu_region){ .start = r->start, .end = r->end, .prot = r->prot, .flags = r->flags };
+		err = 0;
+	}
+	pthread_rwlock_unlock(&mm->lock);
+	return err;
+}

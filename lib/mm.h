@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SMMU_LIB_MM_H
+#define SMMU_LIB_MM_H
+
+/*
+ * An address space.
+ *
+ * Lock order (outermost first; checked by convention and by the debug
+ * build's assertions where cheap):
+ *   mm->lock (mapping lock, rwlock)
+ *     mm->cpus_lock
+ *       pool->lock
+ *         pcache->lock
+ *
+ * mm->lock: exclusive for every change of the region set or removal or
+ * reduction of page-table entries (mmap, munmap, mprotect, teardown);
+ * shared for the demand-fault path, which only fills empty slots with
+ * compare-and-swap.  The TLB-miss walk takes no lock at all.
+ * A thread never takes mm->lock inside an access critical section.
+ */
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <softmmu/types.h>
+
+#include "pgtable.h"
+#include "region.h"
+#include "stats_internal.h"
+
+struct smmu__cpu;
+
+struct smmu_mm {
+	uint64_t magic;
+	struct smmu_pool *pool;
+	unsigned page_shift;
+	uint64_t page_size;
+	smmu_addr_t va_limit;      /* 2^(page_shift + 36) */
+	struct smmu__ptable *root; /* never changes while the mm lives */
+
+	pthread_rwlock_t lock;
+	struct smmu__regions regions; /* Sync: lock */
+
+	pthread_mutex_t cpus_lock;
+	struct smmu__cpu *cpus; /* Sync: cpus_lock.  Registered CPUs */
+	unsigned nr_cpus;       /* Sync: cpus_lock */
+	unsigned next_cpu_id;   /* Sync: cpus_lock */
+
+	/* Advanced by every flush; a CPU that comes online behind it flushes.
+	 * Sync: atomic, seq_cst on both sides. */
+	_Atomic uint64_t flush_gen;
+
+	/* Departed CPUs' counters and non-CPU callers' work.  Sync: atomic add. */
+	struct smmu__counters counters;
+};
+
+#define SMMU_MM_MIN_ADDR 0x10000ull /* 64 KiB: low addresses always fault */
+
+int smmu__mm_check_live(const struct smmu_mm *mm);
+
+/* Flush every TLB of mm that may hold [start, end) (full: all of it), and
+ * advance the flush generation.  The shootdown seam: today the calling
+ * thread's CPU, if it belongs to mm; remote CPUs with the signal issue. */
+void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full);
+
+#endif

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Page-table walks and range operations.  Structure, entry format and the
+ * concurrency rules are in pgtable.h.
+ */
+#include "pgtable.h"
+
+#include <errno.h>
+
+#include <softmmu/softmmu.h>
+
+#include "alloc.h"
+#include "gather.h"
+#include "mm.h"
+#include "util.h"
+
+_Atomic smmu_pte_t *smmu__pt_lookup(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr)
+{
+	struct smmu__ptable *t = root;
+	for (unsigned level = SMMU_PT_LEVELS - 1; level > 0; level--) {
+		smmu_pte_t e = atomic_load_explicit(&t->e[smmu__pt_index(page_shift, addr, level)], memory_order_acquire);
+		if (!e)
+			return NULL;
+		t = smmu__pt_child(e);
+	}
+	return &t->e[smmu__pt_index(page_shift, addr, 0)];
+}
+
+int smmu__pt_lookup_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, _Atomic smmu_pte_t **slot)
+{
+	struct smmu__ptable *t = root;
+	for (unsigned level = SMMU_PT_LEVELS - 1; level > 0; level--) {
+		_Atomic smmu_pte_t *pe = &t->e[smmu__pt_index(page_shift, addr, level)];
+		smmu_pte_t e = atomic_load_explicit(pe, memory_order_acquire);
+		if (!e) {
+			struct smmu__ptable *n = smmu__zalloc_aligned(SMMU_PT_TABLE_SIZE, SMMU_PT_TABLE_SIZE);
+			if (!n)
+				return -ENOMEM;
+			smmu_pte_t want = (smmu_pte_t)(uintptr_t)n | SMMU_PTE_PRESENT;
+			/* Release: the zeroed table is visible before the link. */
+			if (atomic_compare_exchange_strong_explicit(pe, &e, want, memory_order_acq_rel,
+								    memory_order_acquire)) {
+				e = want;
+			} else {
+				smmu__free(n, SMMU_PT_TABLE_SIZE); /* another faulter won; nobody saw ours */
+			}
+		}
+		t = smmu__pt_child(e);
+	}
+	*slot = &t->e[smmu__pt_index(page_shift, addr, 0)];
+	return 0;
+}
+
+smmu_pte_t smmu__pte_prot_bits(int prot)
+{
+	if (prot == SMMU_PROT_NONE)
+		return SMMU_PTE_PROTNONE;
+	if (prot & SMMU_PROT_WRITE)
+		return SMMU_PTE_PRESENT | SMMU_PTE_WRITE;
+	return SMMU_PTE_PRESENT;
+}
+
+static bool table_empty(struct smmu__ptable *t)
+{
+	for (unsigned i = 0; i < SMMU_PT_ENTRIES; i++)
+		if (atomic_load_explicit(&t->e[i], memory_order_relaxed))
+			return false;
+	return true;
+}
+
+/* Queue the frames of every leaf in a leaf table that was already unhooked
+ * (or is being emptied whole). */
+static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, smmu_addr_t base,
+			   unsigned from, unsigned to, bool unhooked)
+{
+	unsigned shift = mm->page_shift;
+	for (unsigned i = from; i < to; i++) {
+		smmu_pte_t pte = atomic_load_explicit(&t->e[i], memory_order_relaxed);
+		if (!(pte & SMMU_PTE_HAS_FRAME))
+			continue;
+		/* In a table still in the tree, a concurrent walker may CAS
+		 * accessed/dirty in: exchange so the entry ends empty whatever
+		 * it does.  An unhooked table is only read until it is freed. */
+		if (!unhooked) {
+			pte = atomic_exchange_explicit(&t->e[i], 0, memory_order_relaxed);
+			if (!(pte & SMMU_PTE_HAS_FRAME))
+				continue;
+		}
+		if (pte & SMMU_PTE_PRESENT)
+			smmu__gather_range(g, base + ((smmu_addr_t)i << shift), base + ((smmu_addr_t)(i + 1) << shift));
+		smmu__gather_frame(g, smmu__pte_frame(pte));
+	}
+}
+
+static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
+		      smmu_addr_t base, smmu_addr_t start, smmu_addr_t end, bool unhooked)
+{
+	unsigned shift = mm->page_shift;
+	uint64_t span = smmu__pt_span(shift, level);
+	unsigned first = (unsigned)((start - base) / span);
+	unsigned last = (unsigned)((end - 1 - base) / span); /* inclusive */
+
+	if (level == 0) {
+		zap_leaf_table(mm, g, t, base, first, last + 1, unhooked);
+		return;
+	}
+	for (unsigned i = first; i <= last; i++) {
+		smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_acquire);
+		if (!e)
+			continue;
+		struct smmu__ptable *child = smmu__pt_child(e);
+		smmu_addr_t cbase = base + i * span;
+		smmu_addr_t cs = start > cbase ? start : cbase;
+		smmu_addr_t ce = end < cbase + span ? end : cbase + span;
+		if (cs == cbase && ce == cbase + span) {
+			/* Whole subtree: unhook it first, then collect it. */
+			if (!unhooked)
+				atomic_store_explicit(&t->e[i], 0, memory_order_release);
+			zap_level(mm, g, child, level - 1, cbase, cbase, cbase + span, true);
+		} else {
+			zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
+			if (!table_empty(child))
+				continue;
+			atomic_store_explicit(&t->e[i], 0, memory_order_release);
+		}
+		/* Walkers may hold the child until the flush. */
+		smmu__gather_range(g, cbase, cbase + span);
+		g->freed_tables = true;
+		smmu__gather_table(g, child);
+	}
+}
+
+void smmu__pt_zap(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end)
+{
+	if (start >= end)
+		return;
+	zap_level(mm, g, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, false);
+}
+
+/* Would moving from old to new remove a permission a TLB entry may hold? */
+static bool prot_reduced(smmu_pte_t old, smmu_pte_t new)
+{
+	if (!(old & SMMU_PTE_PRESENT))
+		return false; /* never reached a TLB */
+	if (!(new & SMMU_PTE_PRESENT))
+		return true;
+	return (old & SMMU_PTE_WRITE) && !(new & SMMU_PTE_WRITE);
+}
+
+static void change_prot_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
+			      smmu_addr_t base, smmu_addr_t start, smmu_addr_t end, smmu_pte_t bits)
+{
+	unsigned shift = mm->page_shift;
+	uint64_t span = smmu__pt_span(shift, level);
+	unsigned first = (unsigned)((start - base) / span);
+	unsigned last = (unsigned)((end - 1 - base) / span);
+	const smmu_pte_t perm = SMMU_PTE_PRESENT | SMMU_PTE_WRITE | SMMU_PTE_PROTNONE;
+
+	for (unsigned i = first; i <= last; i++) {
+		if (level > 0) {
+			smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_acquire);
+			if (!e)
+				continue;
+			smmu_addr_t cbase = base + i * span;
+			smmu_addr_t cs = start > cbase ? start : cbase;
+			smmu_addr_t ce = end < cbase + span ? end : cbase + span;
+			change_prot_level(mm, g, smmu__pt_child(e), level - 1, cbase, cs, ce, bits);
+			continue;
+		}
+		smmu_pte_t old = atomic_load_explicit(&t->e[i], memory_order_relaxed), new;
+		do {
+			if (!(old & SMMU_PTE_HAS_FRAME))
+				break;
+			new = (old & ~perm) | bits;
+		} while (new != old && !atomic_compare_exchange_weak_explicit(&t->e[i], &old, new, memory_order_relaxed,
+									    memory_order_relaxed));
+		if ((old & SMMU_PTE_HAS_FRAME) && prot_reduced(old, (old & ~perm) | bits)) {
+			smmu_addr_t a = base + ((smmu_addr_t)i << shift);
+			smmu__gather_range(g, a, a + ((smmu_addr_t)1 << shift));
+		}
+	}
+}
+
+void smmu__pt_change_prot(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end, int prot)
+{
+	if (start >= end)
+		return;
+	change_prot_level(mm, g, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, smmu__pte_prot_bits(prot));
+}
+
+static void free_level(struct smmu__ptable *t, unsigned level)
+{
+	if (level > 0) {
+		for (unsigned i = 0; i < SMMU_PT_ENTRIES; i++) {
+			smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_relaxed);
+			if (e)
+				free_level(smmu__pt_child(e), level - 1);
+		}
+	}
+	SMMU_ASSERT(level > 0 || table_empty(t));
+	smmu__free(t, SMMU_PT_TABLE_SIZE);
+}
+
+void smmu__pt_free_root(struct smmu__ptable *root)
+{
+	free_level(root, SMMU_PT_LEVELS - 1);
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SMMU_LIB_PGTABLE_H
+#define SMMU_LIB_PGTABLE_H
+
+/*
+ * The page table: a radix tree of SMMU_PT_LEVELS levels of 512 entries,
+ * level 3 at the root, level 0 the leaf PTEs, over page_shift + 36 bits of
+ * address.  A table page is 4 KiB (512 x 8 bytes) from the allocation seam,
+ * whatever the frame size.
+ *
+ * An entry is one 64-bit word.  Upper levels: the host address of the
+ * child table | SMMU_PTE_PRESENT.  Leaf: frame number << SMMU_PTE_FRAME_SHIFT
+ * | flag bits.  A leaf with a frame is either PRESENT (readable; WRITE if
+ * writable) or PROTNONE (the mapping forbids all access; the frame stays).
+ *
+ * Concurrency:
+ *  - walkers on the TLB-miss path take no lock: acquire loads down the tree
+ *    (a table is zeroed before its release-publication), and they set
+ *    ACCESSED / DIRTY with compare-and-swap, as hardware does;
+ *  - everything else that changes the tree holds the mm's mapping lock:
+ *    shared for the demand-fault path, which only fills empty slots with
+ *    compare-and-swap, exclusive for munmap / mprotect / mmap / teardown;
+ *  - a table page unhooked from the tree is freed through the gather, after
+ *    the flush, because a lock-free walker may still be reading it.
+ */
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <softmmu/types.h>
+
+#define SMMU_PT_ENTRIES 512u
+#define SMMU_PT_TABLE_SIZE 4096u
+
+#define SMMU_PTE_PRESENT 0x001ull
+#define SMMU_PTE_WRITE 0x002ull
+#define SMMU_PTE_ACCESSED 0x004ull
+#define SMMU_PTE_DIRTY 0x008ull
+#define SMMU_PTE_COW 0x010ull      /* software: copy on write (reserved) */
+#define SMMU_PTE_PROTNONE 0x020ull /* software: frame kept, no access */
+#define SMMU_PTE_FRAME_SHIFT 12
+#define SMMU_PTE_FLAGS_MASK ((1ull << SMMU_PTE_FRAME_SHIFT) - 1)
+#define SMMU_PTE_HAS_FRAME (SMMU_PTE_PRESENT | SMMU_PTE_PROTNONE)
+
+typedef uint64_t smmu_pte_t;
+
+struct smmu__ptable {
+	_Atomic smmu_pte_t e[SMMU_PT_ENTRIES];
+};
+_Static_assert(sizeof(struct smmu__ptable) == SMMU_PT_TABLE_SIZE, "table page size");
+
+static inline uint32_t smmu__pte_frame(smmu_pte_t pte)
+{
+	return (uint32_t)(pte >> SMMU_PTE_FRAME_SHIFT);
+}
+
+static inline smmu_pte_t smmu__pte_make(uint32_t frame, smmu_pte_t flags)
+{
+	return ((smmu_pte_t)frame << SMMU_PTE_FRAME_SHIFT) | flags;
+}
+
+static inline struct smmu__ptable *smmu__pt_child(smmu_pte_t e)
+{
+	return (struct smmu__ptable *)(uintptr_t)(e & ~(smmu_pte_t)SMMU_PTE_FLAGS_MASK);
+}
+
+/* Index into the table at `level` (0 = leaf) for addr. */
+static inline unsigned smmu__pt_index(unsigned page_shift, smmu_addr_t addr, unsigned level)
+{
+	return (unsigned)(addr >> (page_shift + SMMU_PT_ENTRY_BITS * level)) & (SMMU_PT_ENTRIES - 1);
+}
+
+/* Bytes of address covered by one entry at `level`. */
+static inline uint64_t smmu__pt_span(unsigned page_shift, unsigned level)
+{
+	return 1ull << (page_shift + SMMU_PT_ENTRY_BITS * level);
+}
+
+struct smmu_mm;
+struct smmu__gather;
+
+/* The leaf slot for addr, or NULL if a table on the way is missing.
+ * Lock-free. */
+_Atomic smmu_pte_t *smmu__pt_lookup(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr);
+
+/* The leaf slot for addr, allocating missing tables.  -ENOMEM on failure
+ * (tables allocated on the way stay, empty: harmless, freed by munmap or
+ * teardown).  Caller holds the mapping lock, shared or exclusive. */
+int smmu__pt_lookup_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, _Atomic smmu_pte_t **slot);
+
+/* Clear every leaf in [start, end), queue frames and emptied tables on g.
+ * Caller holds the mapping lock exclusively. */
+void smmu__pt_zap(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end);
+
+/* Rewrite the permission bits of every leaf with a frame in [start, end)
+ * to match prot; records on g the ranges whose access was reduced.
+ * Caller holds the mapping lock exclusively. */
+void smmu__pt_change_prot(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end, int prot);
+
+/* Leaf flags for a mapping with protection prot (frame bits excluded). */
+smmu_pte_t smmu__pte_prot_bits(int prot);
+
+/* Free a whole tree (teardown, after every frame was zapped).  No walker
+ * may exist. */
+void smmu__pt_free_root(struct smmu__ptable *root);
+
+#endif

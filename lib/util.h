@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SMMU_LIB_UTIL_H
+#define SMMU_LIB_UTIL_H
+
+/* Small helpers shared by every module: the one die function, branch hints,
+ * debug assertions, counters. */
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "smmu_config.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define SMMU_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* "Cannot happen": print where and why, then abort. */
+__attribute__((noreturn, format(printf, 3, 4))) void smmu__die(const char *file, int line, const char *fmt, ...);
+#define SMMU_DIE(...) smmu__die(__FILE__, __LINE__, __VA_ARGS__)
+
+/* Invariant checks: always evaluated in debug builds, compiled out otherwise. */
+#if SMMU_DEBUG
+#define SMMU_ASSERT(cond)                                                     \
+	do {                                                                  \
+		if (unlikely(!(cond)))                                        \
+			smmu__die(__FILE__, __LINE__, "assertion failed: %s", #cond); \
+	} while (0)
+#else
+#define SMMU_ASSERT(cond) ((void)0)
+#endif
+
+/* Magic numbers that tell a live object from garbage or a freed one, so
+ * that bad handles are -EINVAL instead of a crash where we can tell. */
+#define SMMU_POOL_MAGIC 0x736d6d75706f6f6cull /* "smmupool" */
+#define SMMU_MM_MAGIC 0x736d6d756d6d2121ull   /* "smmumm!!" */
+#define SMMU_CPU_MAGIC 0x736d6d7563707521ull  /* "smmucpu!" */
+#define SMMU_DEAD_MAGIC 0xdeaddeaddeaddeadull
+
+/* A counter written by one thread and summed by others: relaxed atomics,
+ * which compile to a plain load, add and store. */
+static inline void smmu__count(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+static inline int smmu__is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+static inline unsigned smmu__log2(uint64_t x)
+{
+	return 63u - (unsigned)__builtin_clzll(x);
+}
+
+#endif
