@@ -63,7 +63,12 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 	if (!smmu__mm_check_live(mm) || !out)
 		return -EINVAL;
 	size_t entries = cfg && cfg->tlb_entries ? cfg->tlb_entries : SMMU_TLB_DEFAULT_ENTRIES;
+	size_t max_entries = cfg && cfg->tlb_max_entries ? cfg->tlb_max_entries
+							 : (entries > SMMU_TLB_DEFAULT_MAX_ENTRIES ? entries
+												   : SMMU_TLB_DEFAULT_MAX_ENTRIES);
 	if (!smmu__is_pow2(entries) || entries < SMMU_TLB_MIN_ENTRIES || entries > SMMU_TLB_MAX_ENTRIES)
+		return -EINVAL;
+	if (!smmu__is_pow2(max_entries) || max_entries < entries || max_entries > SMMU_TLB_MAX_ENTRIES)
 		return -EINVAL;
 	if (self)
 		return -EBUSY;
@@ -74,7 +79,7 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 	struct smmu__cpu *c = smmu__zalloc_aligned(64, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	int err = smmu__tlb_init(c, entries);
+	int err = smmu__tlb_init(c, entries, max_entries);
 	if (err) {
 		smmu__free(c, sizeof(*c));
 		return err;
@@ -84,8 +89,6 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 		smmu__free(c, sizeof(*c));
 		return -ENOMEM;
 	}
-	c->pub.page_mask = ~(mm->page_size - 1);
-	c->pub.tlb_shift = mm->page_shift - SMMU_TLB_ENTRY_SHIFT;
 	c->mm = mm;
 	c->owner = pthread_self();
 	c->online = true;

@@ -110,7 +110,7 @@ out:
 static int translate(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kind kind, char **host)
 {
 	struct smmu_mm *mm = c->mm;
-	smmu_addr_t page = addr & c->pub.page_mask;
+	smmu_addr_t page = addr & ~(mm->page_size - 1);
 	const bool write = kind != SMMU_ACCESS_READ;
 
 	if (unlikely(!c->online))
@@ -138,7 +138,8 @@ static int translate(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kin
 			continue; /* raced: walk again */
 		pte |= want;
 		*host = smmu__frame_host(mm->pool, smmu__pte_frame(pte));
-		smmu__tlb_fill(c, page, *host, (pte & SMMU_PTE_WRITE) && (pte & SMMU_PTE_DIRTY));
+		smmu_addr_t granule = addr & ~(SMMU_TLB_GRANULE - 1);
+		smmu__tlb_fill(c, granule, *host + (granule - page), (pte & SMMU_PTE_WRITE) && (pte & SMMU_PTE_DIRTY));
 		return 0;
 	}
 }
@@ -152,11 +153,11 @@ struct span {
 static int translate_span(struct smmu__cpu *c, smmu_addr_t addr, size_t size, enum smmu_access_kind kind,
 			  struct span *s)
 {
-	uint64_t page_size = ~c->pub.page_mask + 1;
+	uint64_t page_size = c->mm->page_size;
 	size_t off = (size_t)(addr & (page_size - 1));
 	char *h;
 
-	smmu__cpu_count(c, SMMU_STAT_tlb_misses, 1);
+	smmu__tlb_miss(c);
 	if (addr + size < addr)
 		return -EFAULT;
 	int err = translate(c, addr, kind, &h);
@@ -307,11 +308,11 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 	if (!host || addr + len < addr)
 		return -EINVAL;
 	struct smmu__cpu *c = smmu__cpu_of(cpu);
-	uint64_t page_size = ~c->pub.page_mask + 1;
+	uint64_t page_size = c->mm->page_size;
 	char *h;
 
-	for (smmu_addr_t p = addr & c->pub.page_mask; p < addr + len; p += page_size) {
-		smmu__cpu_count(c, SMMU_STAT_tlb_misses, 1);
+	for (smmu_addr_t p = addr & ~(page_size - 1); p < addr + len; p += page_size) {
+		smmu__tlb_miss(c);
 		if ((err = translate(c, p, kind, &h)))
 			return err;
 		if (p + page_size < p)
@@ -323,7 +324,7 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 		size_t n = page_size - off < len - done ? page_size - off : len - done;
 		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, a);
 		uint64_t tag = kind == SMMU_ACCESS_READ ? e->read_tag : e->write_tag;
-		if (tag == (a & c->pub.page_mask)) {
+		if (tag == (a & ~(SMMU_TLB_GRANULE - 1))) {
 			h = (char *)(uintptr_t)(a + e->addend);
 		} else {
 			if ((err = translate(c, a, kind, &h)))

@@ -41,7 +41,7 @@
 
 #define SMMU_GATHER_LOCAL 64
 #define SMMU_GATHER_BATCH_BYTES 4096
-#define SMMU_GATHER_MAX_BATCHES 32
+#define SMMU_GATHER_MAX_BATCHES 128
 #define SMMU_FLUSH_CEILING 33
 
 enum smmu__gather_mode {

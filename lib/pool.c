@@ -46,12 +46,11 @@ SMMU_API int smmu_pool_create(const struct smmu_pool_config *cfg, struct smmu_po
 	if (!cfg || !out)
 		return -EINVAL;
 	size_t page_size = cfg->page_size ? cfg->page_size : SMMU_DEFAULT_PAGE_SIZE;
-	if (!smmu__is_pow2(page_size) || page_size < 1024 || page_size > (1u << 30))
+	if (!smmu__is_pow2(page_size) || page_size < SMMU_TLB_GRANULE || page_size > (1u << 30))
 		return -EINVAL;
 	if (cfg->flags & ~(unsigned)SMMU_POOL_POISON)
 		return -EINVAL;
-	size_t align = page_size < 4096 ? page_size : 4096;
-	if (cfg->region && ((uintptr_t)cfg->region & (align - 1)))
+	if (cfg->region && ((uintptr_t)cfg->region & (SMMU_TLB_GRANULE - 1)))
 		return -EINVAL;
 	size_t nframes = cfg->size / page_size;
 	if (nframes == 0 || nframes > (size_t)UINT32_MAX - 1)
@@ -180,23 +179,31 @@ void smmu__pcache_attach(struct smmu_pool *pool, struct smmu__pcache *pc)
 	pthread_mutex_unlock(&pool->lock);
 }
 
-/* Hand a cache's frames back to the shared list as chains.  Caller holds
- * pool->lock and pc->lock. */
-static void drain_cache_locked(struct smmu_pool *pool, struct smmu__pcache *pc)
+/* Push a list of free frames onto the shared stack, cut into chains of at
+ * most SMMU_POOL_CHAIN.  Caller holds pool->lock. */
+static void push_list_locked(struct smmu_pool *pool, uint32_t head)
 {
-	while (pc->head != SMMU_NO_FRAME) {
-		uint32_t head = pc->head, tail = head, n = 1;
+	while (head != SMMU_NO_FRAME) {
+		uint32_t tail = head, n = 1;
 		while (n < SMMU_POOL_CHAIN && pool->frames[tail].next != SMMU_NO_FRAME) {
 			tail = pool->frames[tail].next;
 			n++;
 		}
-		pc->head = pool->frames[tail].next;
+		uint32_t rest = pool->frames[tail].next;
 		pool->frames[tail].next = SMMU_NO_FRAME;
 		pool->frames[head].chain_len = (uint16_t)n;
-		pc->count -= n;
 		push_chain_locked(pool, head);
+		head = rest;
 	}
-	SMMU_ASSERT(pc->count == 0);
+}
+
+/* Hand a cache's frames back to the shared list.  Caller holds pool->lock
+ * and pc->lock. */
+static void drain_cache_locked(struct smmu_pool *pool, struct smmu__pcache *pc)
+{
+	push_list_locked(pool, pc->head);
+	pc->head = SMMU_NO_FRAME;
+	pc->count = 0;
 }
 
 void smmu__pcache_detach(struct smmu__pcache *pc)
@@ -289,9 +296,10 @@ int smmu__pool_alloc(struct smmu_pool *pool, struct smmu__pcache *pc, bool zero,
 				pc->count += len - 1;
 				pthread_mutex_unlock(&pc->lock);
 			} else {
-				pool->frames[rest].chain_len = (uint16_t)(len - 1);
+				/* No cache to keep them: back to the shared list
+				 * (a stolen list may be longer than a chain). */
 				pthread_mutex_lock(&pool->lock);
-				push_chain_locked(pool, rest);
+				push_list_locked(pool, rest);
 				pthread_mutex_unlock(&pool->lock);
 			}
 		}

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The software TLB (invariants in tlb.h). */
+/* The software TLB (invariants and the sizing policy in tlb.h). */
 #include "tlb.h"
 
 #include <errno.h>
@@ -14,9 +14,9 @@ static inline struct smmu_tlb_entry *entry_at(struct smmu__cpu *c, size_t idx)
 	return &c->pub.tlb[idx];
 }
 
-static inline size_t index_of(const struct smmu__cpu *c, smmu_addr_t page)
+static inline size_t index_of(const struct smmu__cpu *c, smmu_addr_t addr)
 {
-	return (size_t)((page >> c->pub.tlb_shift) & c->pub.tlb_mask) >> SMMU_TLB_ENTRY_SHIFT;
+	return (size_t)(addr >> SMMU_TLB_GRANULE_SHIFT) & (c->tlb.entries - 1);
 }
 
 static inline void invalidate(struct smmu_tlb_entry *e)
@@ -25,16 +25,22 @@ static inline void invalidate(struct smmu_tlb_entry *e)
 	e->write_tag = SMMU_TLB_INVALID;
 }
 
-int smmu__tlb_init(struct smmu__cpu *c, size_t entries)
+static struct smmu_tlb_entry *alloc_table(size_t entries)
 {
 	struct smmu_tlb_entry *t = smmu__zalloc_aligned(64, entries * sizeof(*t));
+	if (t)
+		memset(t, 0xff, entries * sizeof(*t)); /* every tag SMMU_TLB_INVALID */
+	return t;
+}
+
+int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries)
+{
+	struct smmu_tlb_entry *t = alloc_table(entries);
 	if (!t)
 		return -ENOMEM;
-	memset(t, 0xff, entries * sizeof(*t)); /* every tag SMMU_TLB_INVALID */
 	c->pub.tlb = t;
 	c->pub.tlb_mask = (uint64_t)(entries - 1) << SMMU_TLB_ENTRY_SHIFT;
-	c->tlb.entries = entries;
-	c->tlb.fill_count = 0;
+	c->tlb = (struct smmu__tlb){ .entries = entries, .min_entries = entries, .max_entries = max_entries };
 	return 0;
 }
 
@@ -44,17 +50,54 @@ void smmu__tlb_fini(struct smmu__cpu *c)
 	c->pub.tlb = NULL;
 }
 
-void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t page, void *host, bool writable)
+/* Replace the table with an empty one of n entries (a full flush). */
+static void resize(struct smmu__cpu *c, size_t n)
 {
-	size_t idx = index_of(c, page);
+	struct smmu_tlb_entry *t = alloc_table(n), *old = c->pub.tlb;
+	size_t old_n = c->tlb.entries;
+	if (!t)
+		return; /* keep the old size; try again after more misses */
+	/* Whatever runs between these stores (a flush on this thread) must
+	 * see a count that fits the table in place and an empty fill log. */
+	c->tlb.fill_count = 0;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (n < old_n)
+		c->tlb.entries = n;
+	atomic_signal_fence(memory_order_seq_cst);
+	c->pub.tlb = t;
+	c->pub.tlb_mask = (uint64_t)(n - 1) << SMMU_TLB_ENTRY_SHIFT;
+	atomic_signal_fence(memory_order_seq_cst);
+	c->tlb.entries = n;
+	c->tlb.misses = 0;
+	c->tlb.fills = 0;
+	smmu__free(old, old_n * sizeof(struct smmu_tlb_entry));
+}
+
+void smmu__tlb_miss(struct smmu__cpu *c)
+{
+	struct smmu__tlb *t = &c->tlb;
+	smmu__cpu_count(c, SMMU_STAT_tlb_misses, 1);
+	if (unlikely(t->shrink_wanted)) {
+		t->shrink_wanted = false;
+		if (t->entries > t->min_entries)
+			resize(c, t->entries / 2);
+	} else if (unlikely(++t->misses >= 2 * t->entries) && t->entries < t->max_entries) {
+		resize(c, t->entries * 2);
+	}
+}
+
+void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool writable)
+{
+	size_t idx = index_of(c, granule);
 	struct smmu_tlb_entry *e = entry_at(c, idx);
 	if (c->tlb.fill_count < SMMU_TLB_FILL_LOG)
 		c->tlb.fill_log[c->tlb.fill_count] = (uint32_t)idx;
 	if (c->tlb.fill_count <= SMMU_TLB_FILL_LOG)
 		c->tlb.fill_count++;
-	e->read_tag = page;
-	e->write_tag = writable ? page : SMMU_TLB_INVALID;
-	e->addend = (uintptr_t)host - (uintptr_t)page;
+	c->tlb.fills++;
+	e->read_tag = granule;
+	e->write_tag = writable ? granule : SMMU_TLB_INVALID;
+	e->addend = (uintptr_t)host - (uintptr_t)granule;
 	smmu__cpu_count(c, SMMU_STAT_tlb_fills, 1);
 }
 
@@ -67,17 +110,20 @@ void smmu__tlb_flush_all_local(struct smmu__cpu *c)
 		memset(c->pub.tlb, 0xff, c->tlb.entries * sizeof(struct smmu_tlb_entry));
 	}
 	c->tlb.fill_count = 0;
+	if (c->tlb.fills < c->tlb.entries / 8 && c->tlb.entries > c->tlb.min_entries)
+		c->tlb.shrink_wanted = true;
+	c->tlb.fills = 0;
+	c->tlb.misses = 0;
 	smmu__cpu_count(c, SMMU_STAT_flush_full, 1);
 }
 
 void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_addr_t end)
 {
-	uint64_t page_size = ~c->pub.page_mask + 1;
-	start &= c->pub.page_mask;
-	uint64_t pages = (end - start + page_size - 1) / page_size;
+	start &= ~(SMMU_TLB_GRANULE - 1);
+	uint64_t granules = (end - start + SMMU_TLB_GRANULE - 1) >> SMMU_TLB_GRANULE_SHIFT;
 
-	if (pages < c->tlb.entries) {
-		for (smmu_addr_t p = start; p < end; p += page_size) {
+	if (granules < c->tlb.entries) {
+		for (smmu_addr_t p = start; p < end; p += SMMU_TLB_GRANULE) {
 			struct smmu_tlb_entry *e = entry_at(c, index_of(c, p));
 			if (e->read_tag == p)
 				invalidate(e);

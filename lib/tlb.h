@@ -6,16 +6,31 @@
  * A CPU's software TLB: direct-mapped, a power of two of 32-byte entries
  * {read tag, write tag, addend} (layout in <softmmu/types.h>).
  *
+ * Entries cover 4 KiB granules (SMMU_TLB_GRANULE), whatever the page size:
+ * a 64 KiB page is cached as up to 16 entries, one per granule touched.
+ *
  * Invariants:
- *  - an entry is all-invalid, or describes exactly one page P: read_tag ==
- *    P, write_tag == P only if the PTE was writable and dirty when filled,
- *    addend == host(P) - P;
- *  - at most one entry per page (direct-mapped: the index is a function of
- *    the page);
+ *  - an entry is all-invalid, or describes exactly one granule G: read_tag
+ *    == G, write_tag == G only if the PTE was writable and dirty when
+ *    filled, addend == host(G) - G;
+ *  - at most one entry per granule (direct-mapped: the index is a function
+ *    of the granule);
  *  - fill_log holds the index of every entry filled since the last full
  *    flush while fill_count <= SMMU_TLB_FILL_LOG, so a full flush of a TLB
- *    that holds few entries touches only those.
- * Sync: owner thread only.
+ *    that holds few entries touches only those;
+ *  - min_entries <= entries <= max_entries, all powers of two.
+ *
+ * Sizing (after QEMU's dynamic TLB, driven by misses instead of a clock):
+ * a CPU that misses 2 x entries times between two full flushes has a
+ * working set the TLB cannot hold, and the next miss doubles it; a CPU
+ * that filled fewer than entries / 8 entries between two full flushes
+ * halves it at its next miss.  Resizing happens only on the miss path,
+ * never inside a flush, so a flush never allocates; a failed allocation
+ * keeps the old size.
+ *
+ * Sync: owner thread only.  (A flush may interrupt the owner between any
+ * two statements once signal shootdowns exist; resize orders its stores so
+ * that entries never exceeds the table in place.)
  */
 
 #include <stdbool.h>
@@ -23,22 +38,29 @@
 
 #include <softmmu/types.h>
 
-#define SMMU_TLB_DEFAULT_ENTRIES 4096u
+#define SMMU_TLB_DEFAULT_ENTRIES 1024u
+#define SMMU_TLB_DEFAULT_MAX_ENTRIES (1u << 18)
 #define SMMU_TLB_MIN_ENTRIES 16u
-#define SMMU_TLB_MAX_ENTRIES (1u << 20)
+#define SMMU_TLB_MAX_ENTRIES (1u << 22)
 #define SMMU_TLB_FILL_LOG 64u
 
 struct smmu__tlb {
 	size_t entries;
+	size_t min_entries, max_entries;
+	uint64_t misses;    /* since the last full flush or resize */
+	uint64_t fills;     /* since the last full flush */
+	bool shrink_wanted; /* set by a full flush, done by the next miss */
 	uint32_t fill_count;
 	uint32_t fill_log[SMMU_TLB_FILL_LOG];
 };
 
 struct smmu__cpu;
 
-int smmu__tlb_init(struct smmu__cpu *c, size_t entries);
+int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries);
 void smmu__tlb_fini(struct smmu__cpu *c);
-void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t page, void *host, bool writable);
+/* Called once per slow-path translation: counts the miss, resizes. */
+void smmu__tlb_miss(struct smmu__cpu *c);
+void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool writable);
 void smmu__tlb_flush_all_local(struct smmu__cpu *c);
 void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_addr_t end);
 

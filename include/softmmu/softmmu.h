@@ -51,14 +51,14 @@ extern "C" {
 struct smmu_pool_config {
 	void *region;     /* host memory to cut into frames, or NULL: the library maps it */
 	size_t size;      /* bytes of region (or to map); whole frames are used */
-	size_t page_size; /* power of two in [1 KiB, 1 GiB]; 0 means 4096 */
+	size_t page_size; /* power of two in [4 KiB, 1 GiB]; 0 means 4096 */
 	unsigned flags;   /* SMMU_POOL_* */
 };
 
 /*
  * smmu_pool_create: make a frame pool of size / page_size frames over
  * cfg->region, or over memory the library maps itself when region is NULL.
- * A caller-supplied region must be aligned to min(page_size, 4096), stays
+ * A caller-supplied region must be 4096-aligned, stays
  * owned by the caller and must outlive the pool; its contents are not
  * assumed zero.  Frames are zeroed before they back a new anonymous page.
  * Errors: -EINVAL (NULL argument, unknown flag, page_size not a power of two
@@ -170,8 +170,18 @@ SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm);
 
 /* ----------------------------------------------------------------- CPUs */
 
+/*
+ * TLB sizing.  The TLB starts at tlb_entries and adapts between that and
+ * tlb_max_entries: a CPU whose misses between two full flushes exceed twice
+ * its entries doubles it (on its next miss); one that used fewer than an
+ * eighth of its entries between two full flushes halves it.  Each entry is
+ * 32 bytes: 1024 entries (the default start) is 32 KiB and covers 4 MiB;
+ * the default maximum, 2^18 entries, is 8 MiB and covers 1 GiB.  Set both
+ * to the same value for a fixed size.
+ */
 struct smmu_cpu_config {
-	size_t tlb_entries; /* power of two in [16, 2^20]; 0 means the default (4096) */
+	size_t tlb_entries;     /* power of two in [16, 2^22]; 0 means 1024 */
+	size_t tlb_max_entries; /* power of two in [tlb_entries, 2^22]; 0 means max(tlb_entries, 2^18) */
 };
 
 /*
@@ -180,7 +190,7 @@ struct smmu_cpu_config {
  * one mm at a time.  If the thread exits while registered, it is
  * unregistered by a thread-specific destructor.  smmu_cpu_register_ex takes
  * a config (NULL means defaults).
- * Errors: -EINVAL (NULL mm/out, dead mm, bad tlb_entries), -EBUSY (the
+ * Errors: -EINVAL (NULL mm/out, dead mm, bad TLB sizes), -EBUSY (the
  * thread is already a CPU), -ENOMEM.  Thread: the thread to register.
  * Blocks: may (allocates).
  */

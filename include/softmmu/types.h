@@ -98,6 +98,15 @@ _Static_assert(offsetof(struct smmu_tlb_entry, write_tag) == 8, "write_tag offse
 _Static_assert(offsetof(struct smmu_tlb_entry, addend) == 16, "addend offset");
 
 /*
+ * The TLB maps fixed 4 KiB granules, whatever the pool's page size (a
+ * larger page fills one entry per granule touched): the index and the tag
+ * mask are compile-time constants, so a hit needs no shift count or page
+ * mask from memory.
+ */
+#define SMMU_TLB_GRANULE_SHIFT 12
+#define SMMU_TLB_GRANULE ((uint64_t)1 << SMMU_TLB_GRANULE_SHIFT)
+
+/*
  * The part of a CPU that the inline fast path reads.  Layout, not API.
  * Sync: owner thread only (the TLB is private to the thread that registered
  * the CPU).  The library embeds this at the start of its private CPU state.
@@ -105,8 +114,6 @@ _Static_assert(offsetof(struct smmu_tlb_entry, addend) == 16, "addend offset");
 struct smmu_cpu {
 	struct smmu_tlb_entry *tlb; /* entries, (tlb_mask >> 5) + 1 of them */
 	uint64_t tlb_mask;          /* (entries - 1) << SMMU_TLB_ENTRY_SHIFT */
-	uint64_t page_mask;         /* ~(page_size - 1) */
-	unsigned tlb_shift;         /* page_shift - SMMU_TLB_ENTRY_SHIFT */
 };
 
 #ifdef __cplusplus
