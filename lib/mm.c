@@ -64,6 +64,7 @@ SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
 	mm->page_shift = pool->page_shift;
 	mm->page_size = pool->page_size;
 	mm->va_limit = 1ull << (pool->page_shift + SMMU_PT_LEVELS * SMMU_PT_ENTRY_BITS);
+	mm->min_addr = SMMU_MM_MIN_ADDR > mm->page_size ? SMMU_MM_MIN_ADDR : mm->page_size;
 	pthread_rwlockattr_t attr;
 	pthread_rwlockattr_init(&attr);
 	/* Many faulting CPUs must not starve munmap. */
@@ -177,14 +178,14 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 	if ((flags & SMMU_MAP_FIXED) && (flags & SMMU_MAP_FIXED_NOREPLACE))
 		return -EINVAL;
 	uint64_t rounded = ((uint64_t)len + mm->page_size - 1) & ~(mm->page_size - 1);
-	if (rounded < len || rounded > mm->va_limit - SMMU_MM_MIN_ADDR)
+	if (rounded < len || rounded > mm->va_limit - mm->min_addr)
 		return fixed ? -EINVAL : -ENOMEM;
 	smmu_addr_t start, end;
 	if (fixed) {
 		int err = check_range(mm, addr, len, &end);
 		if (err)
 			return err;
-		if (addr < SMMU_MM_MIN_ADDR)
+		if (addr < mm->min_addr)
 			return -EINVAL;
 	}
 
@@ -203,11 +204,11 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 		}
 	} else {
 		smmu_addr_t hint = (addr + mm->page_size - 1) & ~(mm->page_size - 1);
-		if (hint < addr || hint < SMMU_MM_MIN_ADDR || hint >= mm->va_limit)
-			hint = SMMU_MM_MIN_ADDR;
+		if (hint < addr || hint < mm->min_addr || hint >= mm->va_limit)
+			hint = mm->min_addr;
 		err = smmu__regions_find_free(&mm->regions, hint, mm->va_limit, rounded, &start);
-		if (err && hint > SMMU_MM_MIN_ADDR)
-			err = smmu__regions_find_free(&mm->regions, SMMU_MM_MIN_ADDR, mm->va_limit, rounded, &start);
+		if (err && hint > mm->min_addr)
+			err = smmu__regions_find_free(&mm->regions, mm->min_addr, mm->va_limit, rounded, &start);
 		if (err)
 			goto out;
 		end = start + rounded;

@@ -36,6 +36,7 @@ struct smmu_mm {
 	unsigned page_shift;
 	uint64_t page_size;
 	smmu_addr_t va_limit;      /* 2^(page_shift + 36) */
+	smmu_addr_t min_addr;      /* lowest mappable address: max(64 KiB, page size) */
 	struct smmu__ptable *root; /* never changes while the mm lives */
 
 	pthread_rwlock_t lock;
@@ -54,7 +55,7 @@ struct smmu_mm {
 	struct smmu__counters counters;
 };
 
-#define SMMU_MM_MIN_ADDR 0x10000ull /* 64 KiB: low addresses always fault */
+#define SMMU_MM_MIN_ADDR 0x10000ull /* 64 KiB: low addresses always fault (or one page, if larger) */
 
 int smmu__mm_check_live(const struct smmu_mm *mm);
 

@@ -46,7 +46,7 @@ SMMU_API int smmu_pool_create(const struct smmu_pool_config *cfg, struct smmu_po
 	if (!cfg || !out)
 		return -EINVAL;
 	size_t page_size = cfg->page_size ? cfg->page_size : SMMU_DEFAULT_PAGE_SIZE;
-	if (!smmu__is_pow2(page_size) || page_size < SMMU_TLB_GRANULE || page_size > (1u << 30))
+	if (!smmu__is_pow2(page_size) || page_size < SMMU_TLB_GRANULE || page_size > SMMU_POOL_MAX_PAGE_SIZE)
 		return -EINVAL;
 	if (cfg->flags & ~(unsigned)SMMU_POOL_POISON)
 		return -EINVAL;
@@ -273,36 +273,40 @@ int smmu__pool_alloc(struct smmu_pool *pool, struct smmu__pcache *pc, bool zero,
 		pthread_mutex_unlock(&pc->lock);
 	}
 	if (f == SMMU_NO_FRAME) {
+		/* Refill (or steal) and hand the rest over without ever leaving
+		 * the frames on no list: a concurrent allocator that finds the
+		 * shared list empty must still find them somewhere. */
 		uint32_t len = 0, head;
 		pthread_mutex_lock(&pool->lock);
 		head = pop_chain_locked(pool, &len);
 		if (head == SMMU_NO_FRAME)
 			head = steal_locked(pool, pc, &len);
-		pthread_mutex_unlock(&pool->lock);
-		if (head == SMMU_NO_FRAME)
+		if (head == SMMU_NO_FRAME) {
+			pthread_mutex_unlock(&pool->lock);
 			return -ENOMEM;
+		}
 		f = head;
 		uint32_t rest = pool->frames[head].next;
-		if (rest != SMMU_NO_FRAME) {
-			if (pc) {
-				/* The cache is empty but for what a lost fault race
-				 * gave back meanwhile: append that behind the rest. */
-				uint32_t tail = rest;
+		if (rest != SMMU_NO_FRAME && pc) {
+			pthread_mutex_lock(&pc->lock);
+			/* Only the owner adds to its cache, and it found it empty;
+			 * still, keep anything there by putting it behind. */
+			if (pc->head != SMMU_NO_FRAME) {
+				uint32_t tail = pc->head;
 				while (pool->frames[tail].next != SMMU_NO_FRAME)
 					tail = pool->frames[tail].next;
-				pthread_mutex_lock(&pc->lock);
-				pool->frames[tail].next = pc->head;
-				pc->head = rest;
-				pc->count += len - 1;
-				pthread_mutex_unlock(&pc->lock);
+				pool->frames[tail].next = rest;
 			} else {
-				/* No cache to keep them: back to the shared list
-				 * (a stolen list may be longer than a chain). */
-				pthread_mutex_lock(&pool->lock);
-				push_list_locked(pool, rest);
-				pthread_mutex_unlock(&pool->lock);
+				pc->head = rest;
 			}
+			pc->count += len - 1;
+			pthread_mutex_unlock(&pc->lock);
+		} else if (rest != SMMU_NO_FRAME) {
+			/* No cache to keep them: back to the shared list (a stolen
+			 * list may be longer than a chain). */
+			push_list_locked(pool, rest);
 		}
+		pthread_mutex_unlock(&pool->lock);
 	}
 
 	struct smmu__frame *d = &pool->frames[f];

@@ -29,6 +29,8 @@
 
 #define SMMU_NO_FRAME UINT32_MAX
 #define SMMU_POOL_CHAIN 64u
+/* Address spaces span page_size << 36 bytes, which must fit in 63 bits. */
+#define SMMU_POOL_MAX_PAGE_SIZE (1u << 27)
 
 #define SMMU_FRAME_ZERO 0x1 /* contents known to be zero (fresh mapping) */
 

@@ -119,20 +119,27 @@ void smmu__tlb_flush_all_local(struct smmu__cpu *c)
 
 void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_addr_t end)
 {
-	start &= ~(SMMU_TLB_GRANULE - 1);
-	uint64_t granules = (end - start + SMMU_TLB_GRANULE - 1) >> SMMU_TLB_GRANULE_SHIFT;
+	if (end <= start)
+		return;
+	/* Counted in granules from both ends, so that a range that ends at
+	 * the top of the 64-bit space cannot overflow. */
+	uint64_t first = start >> SMMU_TLB_GRANULE_SHIFT, last = (end - 1) >> SMMU_TLB_GRANULE_SHIFT;
 
-	if (granules < c->tlb.entries) {
-		for (smmu_addr_t p = start; p < end; p += SMMU_TLB_GRANULE) {
+	if (last - first < c->tlb.entries) {
+		for (uint64_t g = first;; g++) {
+			smmu_addr_t p = g << SMMU_TLB_GRANULE_SHIFT;
 			struct smmu_tlb_entry *e = entry_at(c, index_of(c, p));
 			if (e->read_tag == p)
 				invalidate(e);
+			if (g == last)
+				break;
 		}
 	} else {
 		/* Larger than the TLB: visit each entry once instead. */
 		for (size_t i = 0; i < c->tlb.entries; i++) {
 			struct smmu_tlb_entry *e = entry_at(c, i);
-			if (e->read_tag != SMMU_TLB_INVALID && e->read_tag >= start && e->read_tag < end)
+			uint64_t g = e->read_tag >> SMMU_TLB_GRANULE_SHIFT;
+			if (e->read_tag != SMMU_TLB_INVALID && g >= first && g <= last)
 				invalidate(e);
 		}
 	}

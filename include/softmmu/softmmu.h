@@ -51,7 +51,7 @@ extern "C" {
 struct smmu_pool_config {
 	void *region;     /* host memory to cut into frames, or NULL: the library maps it */
 	size_t size;      /* bytes of region (or to map); whole frames are used */
-	size_t page_size; /* power of two in [4 KiB, 1 GiB]; 0 means 4096 */
+	size_t page_size; /* power of two in [4 KiB, 128 MiB]; 0 means 4096 */
 	unsigned flags;   /* SMMU_POOL_* */
 };
 
@@ -86,8 +86,9 @@ SMMU_API size_t smmu_pool_page_size(const struct smmu_pool *pool);
 
 /*
  * smmu_mm_create: a new, empty address space drawing frames from pool.
- * Addresses run from 64 KiB (lower addresses are never mapped, so that
- * small integers used as addresses fault) to 2^(page_shift + 36).
+ * Addresses run from max(64 KiB, page size) (lower addresses are never
+ * mapped, so that small integers used as addresses fault) to
+ * 2^(page_shift + 36): 2^48 with 4 KiB pages.
  * Errors: -EINVAL (NULL argument or dead pool), -ENOMEM.
  * Thread: any.  Blocks: may (allocates).
  */
