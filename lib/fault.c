@@ -190,7 +190,8 @@ static uint64_t read_span(const struct span *s, unsigned size)
 		}
 	}
 	memcpy(&v, s->p[0], s->n[0]);
-	memcpy((char *)&v + s->n[0], s->p[1], s->n[1]);
+	if (s->n[1])
+		memcpy((char *)&v + s->n[0], s->p[1], s->n[1]);
 	return v;
 }
 
@@ -213,7 +214,8 @@ static void write_span(const struct span *s, unsigned size, uint64_t v)
 		}
 	}
 	memcpy(s->p[0], &v, s->n[0]);
-	memcpy(s->p[1], (char *)&v + s->n[0], s->n[1]);
+	if (s->n[1])
+		memcpy(s->p[1], (char *)&v + s->n[0], s->n[1]);
 }
 
 static void check_thread(struct smmu__cpu *c)

@@ -22,6 +22,7 @@ void smmu__gather_init(struct smmu__gather *g, struct smmu_mm *mm, enum smmu__ga
 {
 	g->mm = mm;
 	g->mode = mode;
+	g->keep_tables = false;
 	g->nbatches = 0;
 	g->local.next = NULL;
 	g->local.nr = 0;

@@ -62,6 +62,7 @@ struct smmu__gather {
 	enum smmu__gather_mode mode;
 	smmu_addr_t start, end; /* range to flush; start > end when none */
 	bool freed_tables;      /* table pages unhooked: walkers must be flushed */
+	bool keep_tables;       /* zap leaves emptied table pages in place */
 	unsigned nbatches;      /* heap batches allocated */
 	struct smmu__gather_batch *active;
 	struct smmu__gather_batch local;

@@ -5,8 +5,7 @@
  *
  * Every operation validates all of its input and reserves whatever memory
  * it may need before it changes anything, so an error leaves the mm as it
- * was.  (One documented exception: mmap FIXED with POPULATE that runs out
- * of frames has already replaced the old mappings.)
+ * was - POPULATE included: its frames and tables are taken first.
  */
 #include "mm.h"
 
@@ -139,31 +138,69 @@ static struct smmu__pcache *caller_cache(struct smmu_mm *mm)
 	return c && c->mm == mm ? &c->pcache : NULL;
 }
 
-static int populate_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int prot)
+/*
+ * POPULATE takes everything it needs before the mapping changes, so that
+ * running out leaves the mm as it was (the old mapping of a FIXED range
+ * included): the table pages, allocated in place, and one zeroed frame a
+ * page.  On failure the tables it made are pruned again.
+ */
+struct populate {
+	uint32_t *frames;
+	size_t n;
+};
+
+static int populate_prepare(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, struct populate *p)
 {
 	struct smmu__pcache *pc = caller_cache(mm);
-	smmu_pte_t bits = smmu__pte_prot_bits(prot);
-	for (smmu_addr_t a = start; a < end; a += mm->page_size) {
+	p->n = (size_t)((end - start) >> mm->page_shift);
+	p->frames = NULL;
+	int err = 0;
+	for (smmu_addr_t a = start; a < end && !err; a += mm->page_size) {
 		_Atomic smmu_pte_t *slot;
-		uint32_t frame;
-		int err = smmu__pt_lookup_alloc(mm->root, mm->page_shift, a, &slot);
-		if (err)
-			return err;
-		if (atomic_load_explicit(slot, memory_order_relaxed))
-			continue;
-		err = smmu__pool_alloc(mm->pool, pc, true, &frame);
-		if (err)
-			return err;
-		/* Release: the zeroed frame is visible before its PTE. */
-		atomic_store_explicit(slot, smmu__pte_make(frame, bits), memory_order_release);
+		err = smmu__pt_lookup_alloc(mm->root, mm->page_shift, a, &slot);
 	}
-	return 0;
+	if (!err && !(p->frames = smmu__malloc(p->n * sizeof(*p->frames))))
+		err = -ENOMEM;
+	for (size_t i = 0; !err && i < p->n; i++) {
+		if (smmu__pool_alloc(mm->pool, pc, true, &p->frames[i])) {
+			while (i--)
+				smmu__pool_free_unused(mm->pool, pc, p->frames[i]);
+			err = -ENOMEM;
+		}
+	}
+	if (err) {
+		/* Give back the tables made for nothing (after a flush: a
+		 * lock-free walker may be looking at them). */
+		struct smmu__gather g;
+		smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+		smmu__pt_prune(mm, &g, start, end);
+		smmu__gather_finish(&g);
+		smmu__free(p->frames, p->n * sizeof(*p->frames));
+	}
+	return err;
 }
 
-static void unmap_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end)
+/* Install the prepared frames into the (now empty) range.  Cannot fail. */
+static void populate_commit(struct smmu_mm *mm, smmu_addr_t start, int prot, struct populate *p)
+{
+	smmu_pte_t bits = smmu__pte_prot_bits(prot);
+	for (size_t i = 0; i < p->n; i++) {
+		_Atomic smmu_pte_t *slot =
+			smmu__pt_lookup(mm->root, mm->page_shift, start + ((smmu_addr_t)i << mm->page_shift));
+		SMMU_ASSERT(slot && !atomic_load_explicit(slot, memory_order_relaxed));
+		/* Release: the zeroed frame is visible before its PTE. */
+		atomic_store_explicit(slot, smmu__pte_make(p->frames[i], bits), memory_order_release);
+	}
+	smmu__free(p->frames, p->n * sizeof(*p->frames));
+}
+
+/* keep_tables: the range is about to be populated from tables prepared
+ * in place, which must not be freed as empty meanwhile. */
+static void unmap_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, bool keep_tables)
 {
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	g.keep_tables = keep_tables;
 	smmu__pt_zap(mm, &g, start, end);
 	smmu__regions_remove(&mm->regions, start, end);
 	smmu__gather_finish(&g);
@@ -189,19 +226,23 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 			return -EINVAL;
 	}
 
+	const bool populate = (flags & SMMU_MAP_POPULATE) && prot != SMMU_PROT_NONE;
+	struct populate pop = { 0 };
 	pthread_rwlock_wrlock(&mm->lock);
 	int err = smmu__regions_reserve(&mm->regions, 2);
 	if (err)
 		goto out;
 	if (fixed) {
 		start = addr;
-		if (smmu__regions_any(&mm->regions, start, end)) {
-			if (flags & SMMU_MAP_FIXED_NOREPLACE) {
-				err = -EEXIST;
-				goto out;
-			}
-			unmap_locked(mm, start, end);
+		const bool replace = smmu__regions_any(&mm->regions, start, end);
+		if (replace && (flags & SMMU_MAP_FIXED_NOREPLACE)) {
+			err = -EEXIST;
+			goto out;
 		}
+		if (populate && (err = populate_prepare(mm, start, end, &pop)))
+			goto out;
+		if (replace)
+			unmap_locked(mm, start, end, populate);
 	} else {
 		smmu_addr_t hint = (addr + mm->page_size - 1) & ~(mm->page_size - 1);
 		if (hint < addr || hint < mm->min_addr || hint >= mm->va_limit)
@@ -212,17 +253,12 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 		if (err)
 			goto out;
 		end = start + rounded;
+		if (populate && (err = populate_prepare(mm, start, end, &pop)))
+			goto out;
 	}
 	smmu__regions_insert(&mm->regions, start, end, prot, 0);
-	if ((flags & SMMU_MAP_POPULATE) && prot != SMMU_PROT_NONE) {
-		err = populate_locked(mm, start, end, prot);
-		if (err) {
-			/* Take the new mapping out again; its frames never
-			 * reached a TLB. */
-			unmap_locked(mm, start, end);
-			goto out;
-		}
-	}
+	if (populate)
+		populate_commit(mm, start, prot, &pop);
 	*out = start;
 out:
 	pthread_rwlock_unlock(&mm->lock);
@@ -240,7 +276,7 @@ SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len)
 	pthread_rwlock_wrlock(&mm->lock);
 	err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
 	if (!err)
-		unmap_locked(mm, addr, end);
+		unmap_locked(mm, addr, end, false);
 	pthread_rwlock_unlock(&mm->lock);
 	return err;
 }

@@ -112,14 +112,14 @@ static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 		smmu_addr_t cbase = base + i * span;
 		smmu_addr_t cs = start > cbase ? start : cbase;
 		smmu_addr_t ce = end < cbase + span ? end : cbase + span;
-		if (cs == cbase && ce == cbase + span) {
+		if (cs == cbase && ce == cbase + span && !g->keep_tables) {
 			/* Whole subtree: unhook it first, then collect it. */
 			if (!unhooked)
 				atomic_store_explicit(&t->e[i], 0, memory_order_release);
 			zap_level(mm, g, child, level - 1, cbase, cbase, cbase + span, true);
 		} else {
 			zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
-			if (!table_empty(child))
+			if (g->keep_tables || !table_empty(child))
 				continue;
 			atomic_store_explicit(&t->e[i], 0, memory_order_release);
 		}
@@ -135,6 +135,35 @@ void smmu__pt_zap(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start,
 	if (start >= end)
 		return;
 	zap_level(mm, g, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, false);
+}
+
+static void prune_level(struct smmu__gather *g, struct smmu__ptable *t, unsigned level, smmu_addr_t base,
+			smmu_addr_t start, smmu_addr_t end, unsigned shift)
+{
+	uint64_t span = smmu__pt_span(shift, level);
+	unsigned first = (unsigned)((start - base) / span), last = (unsigned)((end - 1 - base) / span);
+	for (unsigned i = first; i <= last; i++) {
+		smmu_pte_t e = atomic_load(&t->e[i]);
+		if (!e)
+			continue;
+		struct smmu__ptable *child = smmu__pt_child(e);
+		smmu_addr_t cbase = base + i * span;
+		if (level > 1)
+			prune_level(g, child, level - 1, cbase, start > cbase ? start : cbase,
+				    end < cbase + span ? end : cbase + span, shift);
+		if (!table_empty(child))
+			continue;
+		atomic_store(&t->e[i], 0);
+		smmu__gather_range(g, cbase, cbase + span);
+		g->freed_tables = true;
+		smmu__gather_table(g, child);
+	}
+}
+
+void smmu__pt_prune(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end)
+{
+	if (start < end)
+		prune_level(g, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, mm->page_shift);
 }
 
 /* Would moving from old to new remove a permission a TLB entry may hold? */

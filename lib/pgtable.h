@@ -93,6 +93,11 @@ int smmu__pt_lookup_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_a
  * Caller holds the mapping lock exclusively. */
 void smmu__pt_zap(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end);
 
+/* Unhook every table page under [start, end) that holds no entry and queue
+ * it on g (undoing smmu__pt_lookup_alloc's tables after a failure).
+ * Caller holds the mapping lock exclusively. */
+void smmu__pt_prune(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end);
+
 /* Rewrite the permission bits of every leaf with a frame in [start, end)
  * to match prot; records on g the ranges whose access was reduced.
  * Caller holds the mapping lock exclusively. */

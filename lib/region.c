@@ -81,6 +81,8 @@ static void insert_at(struct smmu__regions *rs, size_t i, struct smmu__region r)
 
 static void delete_range(struct smmu__regions *rs, size_t i, size_t count)
 {
+	if (!count)
+		return; /* rs->v may be NULL: memmove(NULL, NULL, 0) is undefined */
 	memmove(&rs->v[i], &rs->v[i + count], (rs->n - i - count) * sizeof(rs->v[0]));
 	rs->n -= count;
 }

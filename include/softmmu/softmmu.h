@@ -118,8 +118,8 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm);
  *  - SMMU_MAP_FIXED_NOREPLACE: exactly at addr; -EEXIST if any page of the
  *    range is mapped.
  *  - SMMU_MAP_POPULATE: allocate and zero every frame before returning
- *    (ignored for SMMU_PROT_NONE); -ENOMEM if the pool runs out, with the
- *    new mapping removed again.
+ *    (ignored for SMMU_PROT_NONE); -ENOMEM if the pool runs out, with
+ *    nothing changed (with FIXED, the old mapping stays).
  * Adjacent mappings with the same protection and flags are merged.
  * Errors: -EINVAL (NULL mm/out, len 0, unknown prot or flag, both FIXED
  * flags, misaligned FIXED addr, range wraps or leaves the address space),
