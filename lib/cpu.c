@@ -7,13 +7,20 @@
 #include "cpu.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "mm.h"
+#include "shootdown.h"
 #include "util.h"
 
-static __thread struct smmu__cpu *self;
+/* Initial-exec: the shootdown signal handler reads it, and must not go
+ * through __tls_get_addr. */
+static __thread struct smmu__cpu *self __attribute__((tls_model("initial-exec")));
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static int exit_key_err;
@@ -84,14 +91,21 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 		smmu__free(c, sizeof(*c));
 		return err;
 	}
+	c->mm = mm;
+	c->owner = pthread_self();
+	atomic_store(&c->online, true);
+	err = mm->sd->cpu_attach(c);
+	if (err) {
+		smmu__tlb_fini(c);
+		smmu__free(c, sizeof(*c));
+		return err;
+	}
 	if (pthread_setspecific(exit_key, c)) {
+		mm->sd->cpu_detach(c);
 		smmu__tlb_fini(c);
 		smmu__free(c, sizeof(*c));
 		return -ENOMEM;
 	}
-	c->mm = mm;
-	c->owner = pthread_self();
-	c->online = true;
 	smmu__pcache_attach(mm->pool, &c->pcache);
 
 	pthread_mutex_lock(&mm->cpus_lock);
@@ -106,6 +120,7 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 	c->seen_gen = atomic_load(&mm->flush_gen);
 
 	c->magic = SMMU_CPU_MAGIC;
+	atomic_signal_fence(memory_order_seq_cst); /* the handler checks magic */
 	self = c;
 	*out = &c->pub;
 	return 0;
@@ -124,6 +139,14 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	mm->nr_cpus--;
+	pthread_mutex_unlock(&mm->cpus_lock);
+
+	/* Initiators that targeted us before we left the list may still wait
+	 * for our acknowledgement: the handler answers until this returns. */
+	mm->sd->cpu_detach(c);
+	self = NULL;
+	atomic_signal_fence(memory_order_seq_cst);
+	pthread_mutex_lock(&mm->cpus_lock);
 	smmu__counters_merge(&mm->counters, &c->counters);
 	pthread_mutex_unlock(&mm->cpus_lock);
 
@@ -131,7 +154,6 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	smmu__tlb_fini(c);
 	c->magic = SMMU_DEAD_MAGIC;
 	smmu__free(c, sizeof(*c));
-	self = NULL;
 }
 
 SMMU_API int smmu_cpu_unregister(struct smmu_cpu *pub)
@@ -149,7 +171,11 @@ SMMU_API int smmu_cpu_offline(struct smmu_cpu *pub)
 	int err = smmu__cpu_check_owner(pub);
 	if (err)
 		return err;
-	smmu__cpu_of(pub)->online = false;
+	struct smmu__cpu *c = smmu__cpu_of(pub);
+	atomic_store(&c->online, false);
+	/* Initiators asleep waiting for us may stop waiting now. */
+	if (atomic_load(&c->ack_waiters))
+		syscall(SYS_futex, (uint32_t *)&c->ack_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 	return 0;
 }
 
@@ -159,10 +185,10 @@ SMMU_API int smmu_cpu_online(struct smmu_cpu *pub)
 	if (err)
 		return err;
 	struct smmu__cpu *c = smmu__cpu_of(pub);
-	c->online = true;
 	/* Online first, then compare: an initiator that advances the
-	 * generation after this fence sees us online. */
-	atomic_thread_fence(memory_order_seq_cst);
+	 * generation after this store sees us online and signals us; one
+	 * that advanced it before, we see here. */
+	atomic_store(&c->online, true); /* seq_cst, as the load below */
 	uint64_t gen = atomic_load(&c->mm->flush_gen);
 	if (gen != c->seen_gen) {
 		smmu__tlb_flush_all_local(c);

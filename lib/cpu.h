@@ -11,12 +11,14 @@
  *  - a thread has at most one CPU (the thread-local `self`), and a CPU is
  *    on exactly one mm's list while registered;
  *  - seen_gen is the mm's flush generation at this CPU's last full flush
- *    or catch-up; a CPU coming online with seen_gen behind flushes.
+ *    or catch-up; a CPU coming online with seen_gen behind flushes;
+ *  - ack_seq only grows (modulo 2^32), and never passes req_seq.
  */
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <softmmu/softmmu.h>
 
@@ -29,8 +31,22 @@ struct smmu__cpu {
 	uint64_t magic;
 	struct smmu_mm *mm;
 	pthread_t owner;
+	pid_t tid; /* the owner's kernel thread id, for tgkill */
 	unsigned id;
-	bool online;           /* Sync: owner */
+
+	/* Shootdown state (protocol and ordering in shootdown_signal.c).
+	 * Written by the owner, read by initiators (seq_cst): */
+	_Atomic bool online;
+	_Atomic bool loaded; /* in the mm's CPU set: set before the first walk */
+	/* The mailbox, written by initiators, consumed by the owner: */
+	_Atomic uint64_t mb_start, mb_end; /* merged range to flush */
+	_Atomic uint32_t req_seq;          /* requests posted (merged first) */
+	_Atomic uint32_t signal_pending;   /* a signal is in flight */
+	/* Written by the owner only, as a maximum; initiators wait on it: */
+	_Atomic uint32_t ack_seq;
+	_Atomic uint32_t ack_waiters; /* initiators asleep on ack_seq */
+	_Atomic uint32_t sd_refs;     /* initiators that may still wait on us */
+
 	uint64_t seen_gen;     /* Sync: owner */
 	smmu_trap_fn trap;     /* Sync: owner */
 	void *trap_arg;        /* Sync: owner */
@@ -51,9 +67,11 @@ struct smmu__cpu *smmu__cpu_self(void);
 /* 0 if c is a live CPU owned by the calling thread, else -EINVAL / -EPERM. */
 int smmu__cpu_check_owner(const struct smmu_cpu *c);
 
+/* Counted with an atomic add: the shootdown handler counts too, and may
+ * interrupt the owner in the middle of an increment. */
 static inline void smmu__cpu_count(struct smmu__cpu *c, enum smmu__stat s, uint64_t n)
 {
-	smmu__count(smmu__counter(&c->counters, s), n);
+	atomic_fetch_add_explicit(smmu__counter(&c->counters, s), n, memory_order_relaxed);
 }
 
 #endif

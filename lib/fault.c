@@ -3,10 +3,15 @@
  * The access slow path: TLB miss -> lock-free page-table walk -> fill, or
  * fault -> demand-zero under the shared mapping lock -> retry, or trap.
  *
- * Never block inside an access: everything here that may block (the
- * mapping lock, the pool, the allocator, the trap handler) runs between
- * accesses - the slow path restarts the access from the TLB lookup after
- * it.  (The signal shootdown makes that boundary explicit.)
+ * Never block inside an access.  Every slow path is entered inside the
+ * access critical section (the inline code marked it) and the walk and
+ * fill run there, so a shootdown that lands meanwhile is acknowledged only
+ * after the fill is flushed.  Everything that may block or take long - the
+ * mapping lock, the pool, the allocator, TLB resizing, the trap handler -
+ * runs after leaving the critical section (which sends any deferred
+ * acknowledgement), and the access restarts from the walk afterwards.
+ * Otherwise an initiator holding the mapping lock while it waits for this
+ * CPU's acknowledgement would deadlock with it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +24,44 @@
 #include "mm.h"
 #include "pgtable.h"
 #include "pool.h"
+#include "shootdown.h"
+#include "testhook.h"
 #include "util.h"
+
+/* Walk result: the page is not present and a demand fault may install it. */
+#define NEED_FAULT 1
+
+static void cs_enter(struct smmu__cpu *c)
+{
+	__atomic_store_n(&c->pub.in_access, 1, __ATOMIC_RELAXED);
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static void cs_leave(struct smmu__cpu *c)
+{
+	if (smmu__access_leave(&c->pub)) {
+		smmu__cpu_count(c, SMMU_STAT_acks_deferred, 1);
+		smmu__shootdown_process(c);
+	}
+}
+
+/* The end of a slow path. */
+static void slow_exit(struct smmu__cpu *c)
+{
+	cs_leave(c);
+}
+
+/* Count a miss; a resize it decides happens now, before the walk fills the
+ * new table, but outside the critical section (it allocates). */
+static void count_miss(struct smmu__cpu *c)
+{
+	smmu__tlb_miss(c);
+	if (unlikely(c->tlb.resize_to)) {
+		cs_leave(c);
+		smmu__tlb_maybe_resize(c);
+		cs_enter(c);
+	}
+}
 
 static const char *kind_name(enum smmu_access_kind k)
 {
@@ -72,7 +114,7 @@ static int demand_fault(struct smmu__cpu *c, smmu_addr_t page, enum smmu_access_
 	struct smmu_mm *mm = c->mm;
 	int err = 0;
 
-	pthread_rwlock_rdlock(&mm->lock);
+	smmu__mm_rdlock(mm);
 	const struct smmu__region *r = smmu__regions_find(&mm->regions, page);
 	if (!r) {
 		err = -EFAULT;
@@ -104,43 +146,69 @@ out:
 }
 
 /*
- * Translate the page of addr for an access of `kind`: fill the TLB and
- * return the host address of the page.  0 or -EFAULT / -EACCES / -ENOMEM.
+ * Inside the access: walk the page table for addr and fill the TLB.  Takes
+ * no lock and never blocks.  0 with *host set to the page's host address,
+ * NEED_FAULT, or -EACCES / -EFAULT.
  */
-static int translate(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kind kind, char **host)
+static int walk_fill(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kind kind, char **host)
 {
 	struct smmu_mm *mm = c->mm;
 	smmu_addr_t page = addr & ~(mm->page_size - 1);
 	const bool write = kind != SMMU_ACCESS_READ;
 
-	if (unlikely(!c->online))
-		SMMU_DIE("CPU %u accessed 0x%llx while offline (call smmu_cpu_online first)", c->id,
-			 (unsigned long long)addr);
 	if (addr >= mm->va_limit)
 		return -EFAULT;
+	if (unlikely(!atomic_load_explicit(&c->loaded, memory_order_relaxed))) {
+		/* Join the CPU set before the first walk (seq_cst store, then
+		 * seq_cst walk loads): an initiator that clears a PTE we are
+		 * about to read will find us. */
+		atomic_store(&c->loaded, true);
+	}
 	for (;;) {
 		_Atomic smmu_pte_t *slot = smmu__pt_lookup(mm->root, mm->page_shift, page);
-		smmu_pte_t pte = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
-		if (!(pte & SMMU_PTE_PRESENT)) {
-			if (pte & SMMU_PTE_PROTNONE)
-				return -EACCES;
-			int err = demand_fault(c, page, kind);
-			if (err)
-				return err;
-			continue;
-		}
+		smmu_pte_t pte = slot ? atomic_load(slot) : 0;
+		if (!(pte & SMMU_PTE_PRESENT))
+			return (pte & SMMU_PTE_PROTNONE) ? -EACCES : NEED_FAULT;
 		if (write && !(pte & SMMU_PTE_WRITE))
 			return -EACCES;
-		smmu_pte_t want = SMMU_PTE_ACCESSED | (write ? SMMU_PTE_DIRTY : 0);
+		/* Accessed (and dirty), and this CPU's bit: set before the fill,
+		 * by the compare-and-swap that an initiator's clear orders with. */
+		smmu_pte_t want = SMMU_PTE_ACCESSED | (write ? SMMU_PTE_DIRTY : 0) |
+				  (smmu_pte_t)smmu__cpu_bit(c->id) << SMMU_PTE_CPUS_SHIFT;
 		if ((pte & want) != want &&
 		    !atomic_compare_exchange_weak_explicit(slot, &pte, pte | want, memory_order_acquire,
 							   memory_order_relaxed))
 			continue; /* raced: walk again */
 		pte |= want;
+		SMMU_HOOK(SMMU_HOOK_WALKED, c, 0);
 		*host = smmu__frame_host(mm->pool, smmu__pte_frame(pte));
 		smmu_addr_t granule = addr & ~(SMMU_TLB_GRANULE - 1);
 		smmu__tlb_fill(c, granule, *host + (granule - page), (pte & SMMU_PTE_WRITE) && (pte & SMMU_PTE_DIRTY));
 		return 0;
+	}
+}
+
+/*
+ * Translate the page of addr: inside the access on entry and on return.
+ * A demand fault leaves the critical section for its duration; the caller
+ * must then treat every host pointer it got earlier as stale, which
+ * *left tells it.  0, or -EFAULT / -EACCES / -ENOMEM.
+ */
+static int translate(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kind kind, char **host, bool *left)
+{
+	if (unlikely(!atomic_load_explicit(&c->online, memory_order_relaxed)))
+		SMMU_DIE("CPU %u accessed 0x%llx while offline (call smmu_cpu_online first)", c->id,
+			 (unsigned long long)addr);
+	for (;;) {
+		int r = walk_fill(c, addr, kind, host);
+		if (r != NEED_FAULT)
+			return r;
+		cs_leave(c);
+		*left = true;
+		r = demand_fault(c, addr & ~(c->mm->page_size - 1), kind);
+		cs_enter(c);
+		if (r)
+			return r;
 	}
 }
 
@@ -155,23 +223,30 @@ static int translate_span(struct smmu__cpu *c, smmu_addr_t addr, size_t size, en
 {
 	uint64_t page_size = c->mm->page_size;
 	size_t off = (size_t)(addr & (page_size - 1));
-	char *h;
 
-	smmu__tlb_miss(c);
+	count_miss(c);
 	if (addr + size < addr)
 		return -EFAULT;
-	int err = translate(c, addr, kind, &h);
-	if (err)
-		return err;
-	s->p[0] = h + off;
-	s->n[0] = size;
-	s->n[1] = 0;
-	if (off + size > page_size) {
+	for (;;) {
+		bool left = false;
+		int err = translate(c, addr, kind, &s->p[0], &left);
+		if (err)
+			return err;
+		s->p[0] += off;
+		s->n[0] = size;
+		s->n[1] = 0;
+		if (off + size <= page_size)
+			return 0;
 		s->n[0] = page_size - off;
 		s->n[1] = size - s->n[0];
-		err = translate(c, addr + s->n[0], kind, &s->p[1]);
+		left = false;
+		err = translate(c, addr + s->n[0], kind, &s->p[1], &left);
+		if (err)
+			return err;
+		if (!left)
+			return 0;
+		/* The second page faulted: the first may have changed meanwhile. */
 	}
-	return err;
 }
 
 static uint64_t read_span(const struct span *s, unsigned size)
@@ -234,12 +309,12 @@ SMMU_API int smmu__try_load_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigne
 	struct span s;
 	check_thread(c);
 	int err = translate_span(c, addr, size, SMMU_ACCESS_READ, &s);
-	if (err) {
+	if (!err)
+		*out = read_span(&s, size);
+	slow_exit(c);
+	if (err)
 		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
-		return err;
-	}
-	*out = read_span(&s, size);
-	return 0;
+	return err;
 }
 
 SMMU_API int smmu__try_store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size, uint64_t val)
@@ -248,28 +323,34 @@ SMMU_API int smmu__try_store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsign
 	struct span s;
 	check_thread(c);
 	int err = translate_span(c, addr, size, SMMU_ACCESS_WRITE, &s);
-	if (err) {
+	if (!err)
+		write_span(&s, size, val);
+	slow_exit(c);
+	if (err)
 		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
-		return err;
-	}
-	write_span(&s, size, val);
-	return 0;
+	return err;
 }
 
+/* The trapping forms: the trap handler runs outside the critical section;
+ * if it returns, the access restarts inside a new one. */
 SMMU_API uint64_t smmu__load_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size)
 {
 	uint64_t v;
 	int err;
-	while ((err = smmu__try_load_slow(cpu, addr, size, &v)))
+	while ((err = smmu__try_load_slow(cpu, addr, size, &v))) {
 		trap(smmu__cpu_of(cpu), addr, size, SMMU_ACCESS_READ, err);
+		cs_enter(smmu__cpu_of(cpu));
+	}
 	return v;
 }
 
 SMMU_API void smmu__store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size, uint64_t val)
 {
 	int err;
-	while ((err = smmu__try_store_slow(cpu, addr, size, val)))
+	while ((err = smmu__try_store_slow(cpu, addr, size, val))) {
 		trap(smmu__cpu_of(cpu), addr, size, SMMU_ACCESS_WRITE, err);
+		cs_enter(smmu__cpu_of(cpu));
+	}
 }
 
 SMMU_API uint64_t smmu__atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op, uint64_t a,
@@ -279,27 +360,38 @@ SMMU_API uint64_t smmu__atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum
 	check_thread(c);
 	for (;;) {
 		struct span s;
+		uint64_t old = 0;
 		int err = (addr & 7) ? -EINVAL : translate_span(c, addr, 8, SMMU_ACCESS_ATOMIC, &s);
-		if (err) {
-			smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
-			trap(c, addr, 8, SMMU_ACCESS_ATOMIC, err);
-			continue;
+		if (!err) {
+			uint64_t *p = (uint64_t *)s.p[0];
+			switch (op) {
+			case SMMU__CMPXCHG:
+				__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+				old = a;
+				break;
+			case SMMU__FETCH_ADD:
+				old = __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
+				break;
+			case SMMU__XCHG:
+				old = __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
+				break;
+			}
 		}
-		uint64_t *p = (uint64_t *)s.p[0];
-		switch (op) {
-		case SMMU__CMPXCHG:
-			__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-			return a;
-		case SMMU__FETCH_ADD:
-			return __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
-		case SMMU__XCHG:
-			return __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
-		}
-		SMMU_DIE("unknown atomic op %d", (int)op);
+		slow_exit(c);
+		if (!err)
+			return old;
+		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
+		trap(c, addr, 8, SMMU_ACCESS_ATOMIC, err);
+		cs_enter(c);
 	}
 }
 
-/* Bulk copy: check (and fault in) every page first, then copy. */
+/*
+ * Bulk copy: check (and fault in) every page first, then copy page by
+ * page.  The copy of each page runs inside the critical section; between
+ * pages the CPU leaves it for a moment, so a long copy delays no
+ * acknowledgement by more than one page.
+ */
 static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, enum smmu_access_kind kind)
 {
 	int err = smmu__cpu_check_owner(cpu);
@@ -312,11 +404,13 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 	struct smmu__cpu *c = smmu__cpu_of(cpu);
 	uint64_t page_size = c->mm->page_size;
 	char *h;
+	bool left;
 
+	cs_enter(c);
 	for (smmu_addr_t p = addr & ~(page_size - 1); p < addr + len; p += page_size) {
-		smmu__tlb_miss(c);
-		if ((err = translate(c, p, kind, &h)))
-			return err;
+		count_miss(c);
+		if ((err = translate(c, p, kind, &h, &left)))
+			goto out;
 		if (p + page_size < p)
 			break;
 	}
@@ -324,22 +418,19 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 		smmu_addr_t a = addr + done;
 		size_t off = (size_t)(a & (page_size - 1));
 		size_t n = page_size - off < len - done ? page_size - off : len - done;
-		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, a);
-		uint64_t tag = kind == SMMU_ACCESS_READ ? e->read_tag : e->write_tag;
-		if (tag == (a & ~(SMMU_TLB_GRANULE - 1))) {
-			h = (char *)(uintptr_t)(a + e->addend);
-		} else {
-			if ((err = translate(c, a, kind, &h)))
-				return err;
-			h += off;
-		}
+		if ((err = translate(c, a, kind, &h, &left)))
+			goto out;
 		if (kind == SMMU_ACCESS_READ)
-			memcpy(host + done, h, n);
+			memcpy(host + done, h + off, n);
 		else
-			memcpy(h, host + done, n);
+			memcpy(h + off, host + done, n);
 		done += n;
+		cs_leave(c);
+		cs_enter(c);
 	}
-	return 0;
+out:
+	slow_exit(c);
+	return err;
 }
 
 SMMU_API int smmu_read(struct smmu_cpu *cpu, smmu_addr_t addr, void *dst, size_t len)

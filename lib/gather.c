@@ -2,6 +2,8 @@
 /* mmu_gather (the specification is the comment at the top of gather.h). */
 #include "gather.h"
 
+#include <stdatomic.h>
+
 #include "alloc.h"
 #include "mm.h"
 #include "pgtable.h"
@@ -16,6 +18,7 @@ static void reset_range(struct smmu__gather *g)
 	g->start = UINT64_MAX;
 	g->end = 0;
 	g->freed_tables = false;
+	g->cpus = 0;
 }
 
 void smmu__gather_init(struct smmu__gather *g, struct smmu_mm *mm, enum smmu__gather_mode mode)
@@ -30,6 +33,7 @@ void smmu__gather_init(struct smmu__gather *g, struct smmu_mm *mm, enum smmu__ga
 	g->local.entries = g->local_entries;
 	g->active = &g->local;
 	reset_range(g);
+	atomic_fetch_add(&mm->flush_pending, 1);
 }
 
 /* Move to the next batch, reusing one kept from an earlier flush or
@@ -114,10 +118,10 @@ void smmu__gather_flush(struct smmu__gather *g)
 {
 	/* Step 2: no TLB may reach what step 3 frees. */
 	if (g->mode == SMMU_GATHER_FULLMM) {
-		smmu__flush_mm(g->mm, 0, 0, 1);
-	} else if (g->start < g->end || g->freed_tables) {
+		smmu__flush_mm(g->mm, 0, 0, 1, SMMU_CPUS_ALL);
+	} else if (g->start < g->end) {
 		uint64_t pages = (g->end - g->start) >> g->mm->page_shift;
-		smmu__flush_mm(g->mm, g->start, g->end, pages > SMMU_FLUSH_CEILING);
+		smmu__flush_mm(g->mm, g->start, g->end, pages > SMMU_FLUSH_CEILING, g->cpus);
 	}
 	reset_range(g);
 	free_queued(g);
@@ -125,7 +129,15 @@ void smmu__gather_flush(struct smmu__gather *g)
 
 void smmu__gather_finish(struct smmu__gather *g)
 {
+	if (atomic_load(&g->mm->flush_pending) > 1 && g->mode != SMMU_GATHER_FULLMM) {
+		/* Another gather is in flight: it may have cleared entries we
+		 * then found empty, and not yet flushed them.  Flush all. */
+		smmu__stat_add(g->mm, SMMU_STAT_shootdowns_nested, 1);
+		smmu__gather_range(g, 0, UINT64_MAX);
+		g->cpus = SMMU_CPUS_ALL;
+	}
 	smmu__gather_flush(g);
+	atomic_fetch_sub(&g->mm->flush_pending, 1);
 	struct smmu__gather_batch *b = g->local.next;
 	while (b) {
 		struct smmu__gather_batch *next = b->next;

@@ -63,6 +63,7 @@ struct smmu__gather {
 	smmu_addr_t start, end; /* range to flush; start > end when none */
 	bool freed_tables;      /* table pages unhooked: walkers must be flushed */
 	bool keep_tables;       /* zap leaves emptied table pages in place */
+	uint32_t cpus;          /* CPU bits (pgtable.h) of the entries to flush */
 	unsigned nbatches;      /* heap batches allocated */
 	struct smmu__gather_batch *active;
 	struct smmu__gather_batch local;

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include <softmmu/softmmu.h>
 
@@ -18,6 +19,7 @@
 #include "cpu.h"
 #include "gather.h"
 #include "pool.h"
+#include "shootdown.h"
 #include "util.h"
 
 int smmu__mm_check_live(const struct smmu_mm *mm)
@@ -30,21 +32,44 @@ SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm)
 	return smmu__mm_check_live(mm) ? mm->page_size : 0;
 }
 
-void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full)
+#if SMMU_TSAN
+static void timed_lock(pthread_rwlock_t *l, int (*lock)(pthread_rwlock_t *, const struct timespec *))
 {
-	/* Advance the generation first: a CPU that comes online after this
-	 * point flushes on its own (see smmu_cpu_online). */
-	uint64_t gen = atomic_fetch_add(&mm->flush_gen, 1) + 1;
-	struct smmu__cpu *c = smmu__cpu_self();
-	if (c && c->mm == mm) {
-		if (full) {
-			smmu__tlb_flush_all_local(c);
-			c->seen_gen = gen;
-		} else {
-			smmu__tlb_flush_range_local(c, start, end);
+	for (;;) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
 		}
+		if (lock(l, &ts) == 0)
+			return;
 	}
-	/* Remote CPUs: not yet (see softmmu.h, rule 4). */
+}
+#endif
+
+void smmu__mm_rdlock(struct smmu_mm *mm)
+{
+#if SMMU_TSAN
+	timed_lock(&mm->lock, pthread_rwlock_timedrdlock);
+#else
+	pthread_rwlock_rdlock(&mm->lock);
+#endif
+}
+
+void smmu__mm_wrlock(struct smmu_mm *mm)
+{
+#if SMMU_TSAN
+	timed_lock(&mm->lock, pthread_rwlock_timedwrlock);
+#else
+	pthread_rwlock_wrlock(&mm->lock);
+#endif
+}
+
+void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full, uint32_t cpus)
+{
+	mm->sd->flush(mm, start, end, full, cpus);
 }
 
 SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
@@ -60,6 +85,7 @@ SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
 		return -ENOMEM;
 	}
 	mm->pool = pool;
+	mm->sd = &smmu__shootdown_signal;
 	mm->page_shift = pool->page_shift;
 	mm->page_size = pool->page_size;
 	mm->va_limit = 1ull << (pool->page_shift + SMMU_PT_LEVELS * SMMU_PT_ENTRY_BITS);
@@ -228,7 +254,7 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 
 	const bool populate = (flags & SMMU_MAP_POPULATE) && prot != SMMU_PROT_NONE;
 	struct populate pop = { 0 };
-	pthread_rwlock_wrlock(&mm->lock);
+	smmu__mm_wrlock(mm);
 	int err = smmu__regions_reserve(&mm->regions, 2);
 	if (err)
 		goto out;
@@ -273,12 +299,20 @@ SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len)
 	int err = check_range(mm, addr, len, &end);
 	if (err)
 		return err;
-	pthread_rwlock_wrlock(&mm->lock);
+	smmu__mm_wrlock(mm);
 	err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
-	if (!err)
-		unmap_locked(mm, addr, end, false);
+	if (err) {
+		pthread_rwlock_unlock(&mm->lock);
+		return err;
+	}
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	smmu__pt_zap(mm, &g, addr, end);
+	smmu__regions_remove(&mm->regions, addr, end);
 	pthread_rwlock_unlock(&mm->lock);
-	return err;
+	/* Shoot down and free without the lock: faults elsewhere go on. */
+	smmu__gather_finish(&g);
+	return 0;
 }
 
 SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot)
@@ -289,21 +323,23 @@ SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int
 	int err = check_range(mm, addr, len, &end);
 	if (err)
 		return err;
-	pthread_rwlock_wrlock(&mm->lock);
+	smmu__mm_wrlock(mm);
 	if (!smmu__regions_covered(&mm->regions, addr, end)) {
 		err = -ENOMEM;
 	} else {
 		err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
 	}
-	if (!err) {
-		struct smmu__gather g;
-		smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
-		smmu__pt_change_prot(mm, &g, addr, end, prot);
-		smmu__regions_set_prot(&mm->regions, addr, end, prot);
-		smmu__gather_finish(&g);
+	if (err) {
+		pthread_rwlock_unlock(&mm->lock);
+		return err;
 	}
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	smmu__pt_change_prot(mm, &g, addr, end, prot);
+	smmu__regions_set_prot(&mm->regions, addr, end, prot);
 	pthread_rwlock_unlock(&mm->lock);
-	return err;
+	smmu__gather_finish(&g);
+	return 0;
 }
 
 SMMU_API int smmu_mm_find(struct smmu_mm *mm, smmu_addr_t addr, struct smmu_region *out)
@@ -311,7 +347,7 @@ SMMU_API int smmu_mm_find(struct smmu_mm *mm, smmu_addr_t addr, struct smmu_regi
 	if (!smmu__mm_check_live(mm) || !out)
 		return -EINVAL;
 	int err = -ENOENT;
-	pthread_rwlock_rdlock(&mm->lock);
+	smmu__mm_rdlock(mm);
 	size_t i = smmu__regions_lower_bound(&mm->regions, addr);
 	if (i < mm->regions.n) {
 		const struct smmu__region *r = &mm->regions.v[i];

@@ -17,6 +17,9 @@
  * shared for the demand-fault path, which only fills empty slots with
  * compare-and-swap.  The TLB-miss walk takes no lock at all.
  * A thread never takes mm->lock inside an access critical section.
+ * munmap and mprotect drop mm->lock before their gather's final flush, so
+ * faults on other CPUs go on while the initiator waits for
+ * acknowledgements; flush_pending keeps overlapping gathers correct.
  */
 
 #include <pthread.h>
@@ -47,9 +50,18 @@ struct smmu_mm {
 	unsigned nr_cpus;       /* Sync: cpus_lock */
 	unsigned next_cpu_id;   /* Sync: cpus_lock */
 
+	const struct smmu__shootdown_ops *sd; /* the shootdown back-end */
+
 	/* Advanced by every flush; a CPU that comes online behind it flushes.
 	 * Sync: atomic, seq_cst on both sides. */
 	_Atomic uint64_t flush_gen;
+
+	/* Gathers between init and the end of their final flush.  A gather
+	 * that finishes while another is in flight flushes everything: the
+	 * other may have cleared entries this one then found empty, and their
+	 * remote TLB entries may not be gone yet (Linux's tlb_flush_pending).
+	 * Sync: atomic; raised under lock, lowered after the flush. */
+	_Atomic unsigned flush_pending;
 
 	/* Departed CPUs' counters and non-CPU callers' work.  Sync: atomic add. */
 	struct smmu__counters counters;
@@ -59,9 +71,21 @@ struct smmu_mm {
 
 int smmu__mm_check_live(const struct smmu_mm *mm);
 
-/* Flush every TLB of mm that may hold [start, end) (full: all of it), and
- * advance the flush generation.  The shootdown seam: today the calling
- * thread's CPU, if it belongs to mm; remote CPUs with the signal issue. */
-void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full);
+/*
+ * Take mm->lock.  A CPU may wait here while an initiator that holds the
+ * lock waits for that CPU's acknowledgement: the signal interrupts the
+ * wait and the handler answers.  ThreadSanitizer defers signals that
+ * arrive inside a lock call it intercepts until the call returns, which
+ * would deadlock; in TSan builds the lock is taken with a short timeout in
+ * a loop, so that each return lets the handler run.
+ */
+void smmu__mm_rdlock(struct smmu_mm *mm);
+void smmu__mm_wrlock(struct smmu_mm *mm);
+
+/* Advance the flush generation and flush every TLB of mm that may hold
+ * [start, end) (full: all of it), through the mm's shootdown back-end.
+ * cpus: the CPU bits (pgtable.h) that may cache it; other CPUs are left
+ * alone (SMMU_CPUS_ALL: every CPU of the mm). */
+void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full, uint32_t cpus);
 
 #endif

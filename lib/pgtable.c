@@ -18,7 +18,7 @@ _Atomic smmu_pte_t *smmu__pt_lookup(struct smmu__ptable *root, unsigned page_shi
 {
 	struct smmu__ptable *t = root;
 	for (unsigned level = SMMU_PT_LEVELS - 1; level > 0; level--) {
-		smmu_pte_t e = atomic_load_explicit(&t->e[smmu__pt_index(page_shift, addr, level)], memory_order_acquire);
+		smmu_pte_t e = atomic_load(&t->e[smmu__pt_index(page_shift, addr, level)]);
 		if (!e)
 			return NULL;
 		t = smmu__pt_child(e);
@@ -82,12 +82,14 @@ static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct sm
 		 * accessed/dirty in: exchange so the entry ends empty whatever
 		 * it does.  An unhooked table is only read until it is freed. */
 		if (!unhooked) {
-			pte = atomic_exchange_explicit(&t->e[i], 0, memory_order_relaxed);
+			pte = atomic_exchange(&t->e[i], 0);
 			if (!(pte & SMMU_PTE_HAS_FRAME))
 				continue;
 		}
-		if (pte & SMMU_PTE_PRESENT)
+		if (pte & SMMU_PTE_PRESENT) {
 			smmu__gather_range(g, base + ((smmu_addr_t)i << shift), base + ((smmu_addr_t)(i + 1) << shift));
+			g->cpus |= smmu__pte_cpus(pte);
+		}
 		smmu__gather_frame(g, smmu__pte_frame(pte));
 	}
 }
@@ -115,17 +117,20 @@ static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 		if (cs == cbase && ce == cbase + span && !g->keep_tables) {
 			/* Whole subtree: unhook it first, then collect it. */
 			if (!unhooked)
-				atomic_store_explicit(&t->e[i], 0, memory_order_release);
+				atomic_store(&t->e[i], 0);
 			zap_level(mm, g, child, level - 1, cbase, cbase, cbase + span, true);
 		} else {
 			zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
 			if (g->keep_tables || !table_empty(child))
 				continue;
-			atomic_store_explicit(&t->e[i], 0, memory_order_release);
+			atomic_store(&t->e[i], 0);
 		}
-		/* Walkers may hold the child until the flush. */
+		/* Walkers may hold the child until the flush, and may set their
+		 * bit in an unhooked table's entries after we read them: every
+		 * CPU of the mm is a target. */
 		smmu__gather_range(g, cbase, cbase + span);
 		g->freed_tables = true;
+		g->cpus = SMMU_CPUS_ALL;
 		smmu__gather_table(g, child);
 	}
 }
@@ -156,6 +161,7 @@ static void prune_level(struct smmu__gather *g, struct smmu__ptable *t, unsigned
 		atomic_store(&t->e[i], 0);
 		smmu__gather_range(g, cbase, cbase + span);
 		g->freed_tables = true;
+		g->cpus = SMMU_CPUS_ALL; /* any walker may be in it */
 		smmu__gather_table(g, child);
 	}
 }
@@ -201,11 +207,11 @@ static void change_prot_level(struct smmu_mm *mm, struct smmu__gather *g, struct
 			if (!(old & SMMU_PTE_HAS_FRAME))
 				break;
 			new = (old & ~perm) | bits;
-		} while (new != old && !atomic_compare_exchange_weak_explicit(&t->e[i], &old, new, memory_order_relaxed,
-									    memory_order_relaxed));
+		} while (new != old && !atomic_compare_exchange_weak(&t->e[i], &old, new));
 		if ((old & SMMU_PTE_HAS_FRAME) && prot_reduced(old, (old & ~perm) | bits)) {
 			smmu_addr_t a = base + ((smmu_addr_t)i << shift);
 			smmu__gather_range(g, a, a + ((smmu_addr_t)1 << shift));
+			g->cpus |= smmu__pte_cpus(old);
 		}
 	}
 }

@@ -14,9 +14,15 @@
  * writable) or PROTNONE (the mapping forbids all access; the frame stays).
  *
  * Concurrency:
- *  - walkers on the TLB-miss path take no lock: acquire loads down the tree
- *    (a table is zeroed before its release-publication), and they set
- *    ACCESSED / DIRTY with compare-and-swap, as hardware does;
+ *  - walkers on the TLB-miss path take no lock: sequentially consistent
+ *    loads down the tree (plain moves on x86; a table is zeroed before its
+ *    publication), and they set ACCESSED / DIRTY with compare-and-swap, as
+ *    hardware does;
+ *  - removing or reducing an entry (a leaf, or the link to a table) is a
+ *    sequentially consistent store or read-modify-write: with the CPU's
+ *    store to `loaded` before its walk and the initiator's generation bump
+ *    after the clear, that order makes an initiator whose clear a walker
+ *    missed find that walker's CPU in the CPU set (shootdown_signal.c);
  *  - everything else that changes the tree holds the mm's mapping lock:
  *    shared for the demand-fault path, which only fills empty slots with
  *    compare-and-swap, exclusive for munmap / mprotect / mmap / teardown;
@@ -43,6 +49,30 @@
 #define SMMU_PTE_FLAGS_MASK ((1ull << SMMU_PTE_FRAME_SHIFT) - 1)
 #define SMMU_PTE_HAS_FRAME (SMMU_PTE_PRESENT | SMMU_PTE_PROTNONE)
 
+/*
+ * Bits 44..63 of a leaf: which CPUs may cache it.  A CPU sets bit
+ * (id % 20) with the same compare-and-swap that sets accessed/dirty,
+ * before it fills its TLB from the entry; the bits stay until the entry is
+ * cleared.  An initiator reads them from the value its clear (an atomic
+ * exchange or compare-and-swap) replaced, so a CPU whose fill could use the
+ * old entry is always among them: the shootdown signals only those.  Ids
+ * that share a bit make it an over-approximation, never an omission.
+ */
+#define SMMU_PTE_CPUS_SHIFT 44
+#define SMMU_PTE_CPUS_BITS 20
+#define SMMU_CPUS_ALL ((1u << SMMU_PTE_CPUS_BITS) - 1)
+#define SMMU_PTE_FRAME_MASK (((1ull << SMMU_PTE_CPUS_SHIFT) - 1) & ~SMMU_PTE_FLAGS_MASK)
+
+static inline uint32_t smmu__cpu_bit(unsigned cpu_id)
+{
+	return 1u << (cpu_id % SMMU_PTE_CPUS_BITS);
+}
+
+static inline uint32_t smmu__pte_cpus(uint64_t pte)
+{
+	return (uint32_t)(pte >> SMMU_PTE_CPUS_SHIFT);
+}
+
 typedef uint64_t smmu_pte_t;
 
 struct smmu__ptable {
@@ -52,7 +82,7 @@ _Static_assert(sizeof(struct smmu__ptable) == SMMU_PT_TABLE_SIZE, "table page si
 
 static inline uint32_t smmu__pte_frame(smmu_pte_t pte)
 {
-	return (uint32_t)(pte >> SMMU_PTE_FRAME_SHIFT);
+	return (uint32_t)((pte & SMMU_PTE_FRAME_MASK) >> SMMU_PTE_FRAME_SHIFT);
 }
 
 static inline smmu_pte_t smmu__pte_make(uint32_t frame, smmu_pte_t flags)

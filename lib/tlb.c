@@ -80,10 +80,19 @@ void smmu__tlb_miss(struct smmu__cpu *c)
 	if (unlikely(t->shrink_wanted)) {
 		t->shrink_wanted = false;
 		if (t->entries > t->min_entries)
-			resize(c, t->entries / 2);
+			t->resize_to = t->entries / 2;
 	} else if (unlikely(++t->misses >= 2 * t->entries) && t->entries < t->max_entries) {
-		resize(c, t->entries * 2);
+		t->resize_to = t->entries * 2;
 	}
+}
+
+void smmu__tlb_maybe_resize(struct smmu__cpu *c)
+{
+	if (likely(!c->tlb.resize_to))
+		return;
+	resize(c, c->tlb.resize_to);
+	c->tlb.resize_to = 0;
+	c->tlb.misses = 0; /* a failed allocation tries again after as many misses */
 }
 
 void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool writable)

@@ -24,9 +24,10 @@
  * a CPU that misses 2 x entries times between two full flushes has a
  * working set the TLB cannot hold, and the next miss doubles it; a CPU
  * that filled fewer than entries / 8 entries between two full flushes
- * halves it at its next miss.  Resizing happens only on the miss path,
- * never inside a flush, so a flush never allocates; a failed allocation
- * keeps the old size.
+ * halves it at its next miss.  A miss only decides; the slow path resizes
+ * right after, outside the access critical section (then re-enters it and
+ * walks), never inside a flush or an access, so neither allocates; a
+ * failed allocation keeps the old size.
  *
  * Sync: owner thread only.  (A flush may interrupt the owner between any
  * two statements once signal shootdowns exist; resize orders its stores so
@@ -49,7 +50,8 @@ struct smmu__tlb {
 	size_t min_entries, max_entries;
 	uint64_t misses;    /* since the last full flush or resize */
 	uint64_t fills;     /* since the last full flush */
-	bool shrink_wanted; /* set by a full flush, done by the next miss */
+	bool shrink_wanted; /* set by a full flush, decided by the next miss */
+	size_t resize_to;   /* decided by a miss, done outside the access */
 	uint32_t fill_count;
 	uint32_t fill_log[SMMU_TLB_FILL_LOG];
 };
@@ -58,8 +60,11 @@ struct smmu__cpu;
 
 int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries);
 void smmu__tlb_fini(struct smmu__cpu *c);
-/* Called once per slow-path translation: counts the miss, resizes. */
+/* Called once per slow-path translation (inside the access): counts the
+ * miss and decides whether to resize. */
 void smmu__tlb_miss(struct smmu__cpu *c);
+/* Outside any access: carry out a resize that a miss decided.  Allocates. */
+void smmu__tlb_maybe_resize(struct smmu__cpu *c);
 void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool writable);
 void smmu__tlb_flush_all_local(struct smmu__cpu *c);
 void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_addr_t end);

@@ -18,9 +18,12 @@
  *    if it returns; the try forms return the error instead.
  *
  * The hit, x86-64 with gcc -O2 (bench-access prints the count from the
- * generated code): copy, shift, and (TLB mask), add (TLB base), copy, and
- * (tag mask), compare, branch, load addend, access - 10 instructions, no
- * call, no atomic read-modify-write, no fence.  Aligned emulated accesses are relaxed
+ * generated code): mark the access, copy, shift, and (TLB mask), add (TLB
+ * base), copy, and (tag mask), compare, branch, load addend, access,
+ * unmark (one subtract that also says whether a shootdown was deferred),
+ * branch - 13 instructions, no call, no atomic read-modify-write (the
+ * subtract has no lock prefix: only this thread's signal handler shares
+ * the word), no hardware fence.  Aligned emulated accesses are relaxed
  * atomics so that guest data races are defined behaviour; on x86 they are
  * plain moves.
  */
@@ -35,7 +38,10 @@
 extern "C" {
 #endif
 
-/* Slow paths: called by the inline functions below, not API. */
+/*
+ * Slow paths: called by the inline functions below, not API.  Each is
+ * entered inside the access critical section and returns outside it.
+ */
 enum smmu__atomic_op { SMMU__CMPXCHG, SMMU__FETCH_ADD, SMMU__XCHG };
 SMMU_API uint64_t smmu__load_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size);
 SMMU_API void smmu__store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size, uint64_t val);
@@ -43,12 +49,55 @@ SMMU_API int smmu__try_load_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigne
 SMMU_API int smmu__try_store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size, uint64_t val);
 SMMU_API uint64_t smmu__atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op,
 				    uint64_t a, uint64_t b);
+/* The end of an access found a deferred shootdown (in_access was 3, now 2):
+ * leave, flush, then acknowledge. */
+SMMU_API void smmu__access_exit_slow(struct smmu_cpu *cpu);
 
 #if defined(__GNUC__)
 #define SMMU__LIKELY(x) __builtin_expect(!!(x), 1)
+#define SMMU__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define SMMU__LIKELY(x) (x)
+#define SMMU__UNLIKELY(x) (x)
 #endif
+
+/*
+ * The access critical section.  A shootdown signal that lands inside one
+ * (between the TLB lookup and the access it guards, or in the middle of a
+ * miss that is about to fill the TLB) only records the request; the end of
+ * the access flushes and acknowledges it, so a translation that the access
+ * used or filled can never outlive the acknowledgement.  Plain stores and
+ * compiler-only fences: the handler runs on this thread.
+ */
+static inline void smmu__access_enter(struct smmu_cpu *cpu)
+{
+	__atomic_store_n(&cpu->in_access, 1, __ATOMIC_RELAXED);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+/* Leave: subtract 1 from in_access in a single instruction (a signal lands
+ * before it or after it, never in the middle) and say whether a shootdown
+ * was deferred meanwhile.  Also a compiler barrier. */
+static inline int smmu__access_leave(struct smmu_cpu *cpu)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+	int deferred;
+	__asm__ volatile("subl $1, %0" : "+m"(cpu->in_access), "=@ccnz"(deferred) : : "memory");
+	return deferred;
+#else
+	/* Elsewhere a read-modify-write is one instruction only when atomic. */
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	int left = __atomic_sub_fetch(&cpu->in_access, 1, __ATOMIC_RELAXED);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	return left != 0;
+#endif
+}
+
+static inline void smmu__access_exit(struct smmu_cpu *cpu)
+{
+	if (SMMU__UNLIKELY(smmu__access_leave(cpu)))
+		smmu__access_exit_slow(cpu);
+}
 
 static inline const struct smmu_tlb_entry *smmu__tlb_entry(const struct smmu_cpu *cpu, smmu_addr_t addr)
 {
@@ -63,55 +112,64 @@ static inline uint64_t smmu__tag_of(smmu_addr_t addr, unsigned size)
 	return addr & (~(SMMU_TLB_GRANULE - 1) | (uint64_t)(size - 1));
 }
 
-#define SMMU__DEFINE_ACCESS(bits)                                                                       \
-	static inline uint##bits##_t smmu_load##bits(struct smmu_cpu *cpu, smmu_addr_t addr)            \
-	{                                                                                               \
-		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                            \
-		if (SMMU__LIKELY(e->read_tag == smmu__tag_of(addr, (bits) / 8)))                   \
-			return __atomic_load_n((uint##bits##_t *)(uintptr_t)(addr + e->addend),         \
-					       __ATOMIC_RELAXED);                                       \
-		return (uint##bits##_t)smmu__load_slow(cpu, addr, (bits) / 8);                          \
-	}                                                                                               \
-	static inline void smmu_store##bits(struct smmu_cpu *cpu, smmu_addr_t addr, uint##bits##_t val) \
-	{                                                                                               \
-		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                            \
-		if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, (bits) / 8))) {                \
-			__atomic_store_n((uint##bits##_t *)(uintptr_t)(addr + e->addend), val,           \
-					 __ATOMIC_RELAXED);                                             \
-			return;                                                                         \
-		}                                                                                       \
-		smmu__store_slow(cpu, addr, (bits) / 8, val);                                           \
-	}                                                                                               \
+#define SMMU__HOST(type, addr, e) ((type *)(uintptr_t)((addr) + (e)->addend))
+
+#define SMMU__DEFINE_ACCESS(bits)                                                                           \
+	static inline uint##bits##_t smmu_load##bits(struct smmu_cpu *cpu, smmu_addr_t addr)                \
+	{                                                                                                   \
+		smmu__access_enter(cpu);                                                                    \
+		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                                \
+		if (SMMU__LIKELY(e->read_tag == smmu__tag_of(addr, (bits) / 8))) {                          \
+			uint##bits##_t v = __atomic_load_n(SMMU__HOST(uint##bits##_t, addr, e), __ATOMIC_RELAXED); \
+			smmu__access_exit(cpu);                                                             \
+			return v;                                                                           \
+		}                                                                                           \
+		return (uint##bits##_t)smmu__load_slow(cpu, addr, (bits) / 8);                              \
+	}                                                                                                   \
+	static inline void smmu_store##bits(struct smmu_cpu *cpu, smmu_addr_t addr, uint##bits##_t val)     \
+	{                                                                                                   \
+		smmu__access_enter(cpu);                                                                    \
+		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                                \
+		if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, (bits) / 8))) {                         \
+			__atomic_store_n(SMMU__HOST(uint##bits##_t, addr, e), val, __ATOMIC_RELAXED);       \
+			smmu__access_exit(cpu);                                                             \
+			return;                                                                             \
+		}                                                                                           \
+		smmu__store_slow(cpu, addr, (bits) / 8, val);                                               \
+	}                                                                                                   \
 	static inline int smmu_try_load##bits(struct smmu_cpu *cpu, smmu_addr_t addr, uint##bits##_t *out) \
-	{                                                                                               \
-		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                            \
-		uint64_t v;                                                                             \
-		int err;                                                                                \
-		if (SMMU__LIKELY(e->read_tag == smmu__tag_of(addr, (bits) / 8))) {                 \
-			*out = __atomic_load_n((uint##bits##_t *)(uintptr_t)(addr + e->addend),          \
-					       __ATOMIC_RELAXED);                                       \
-			return 0;                                                                       \
-		}                                                                                       \
-		err = smmu__try_load_slow(cpu, addr, (bits) / 8, &v);                                   \
-		if (err == 0)                                                                           \
-			*out = (uint##bits##_t)v;                                                       \
-		return err;                                                                             \
-	}                                                                                               \
-	static inline int smmu_try_store##bits(struct smmu_cpu *cpu, smmu_addr_t addr, uint##bits##_t val) \
-	{                                                                                               \
-		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                            \
-		if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, (bits) / 8))) {                \
-			__atomic_store_n((uint##bits##_t *)(uintptr_t)(addr + e->addend), val,           \
-					 __ATOMIC_RELAXED);                                             \
-			return 0;                                                                       \
-		}                                                                                       \
-		return smmu__try_store_slow(cpu, addr, (bits) / 8, val);                                \
+	{                                                                                                   \
+		uint64_t v;                                                                                 \
+		int err;                                                                                    \
+		smmu__access_enter(cpu);                                                                    \
+		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                                \
+		if (SMMU__LIKELY(e->read_tag == smmu__tag_of(addr, (bits) / 8))) {                          \
+			*out = __atomic_load_n(SMMU__HOST(uint##bits##_t, addr, e), __ATOMIC_RELAXED);      \
+			smmu__access_exit(cpu);                                                             \
+			return 0;                                                                           \
+		}                                                                                           \
+		err = smmu__try_load_slow(cpu, addr, (bits) / 8, &v);                                       \
+		if (err == 0)                                                                               \
+			*out = (uint##bits##_t)v;                                                           \
+		return err;                                                                                 \
+	}                                                                                                   \
+	static inline int smmu_try_store##bits(struct smmu_cpu *cpu, smmu_addr_t addr, uint##bits##_t val)  \
+	{                                                                                                   \
+		smmu__access_enter(cpu);                                                                    \
+		const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);                                \
+		if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, (bits) / 8))) {                         \
+			__atomic_store_n(SMMU__HOST(uint##bits##_t, addr, e), val, __ATOMIC_RELAXED);       \
+			smmu__access_exit(cpu);                                                             \
+			return 0;                                                                           \
+		}                                                                                           \
+		return smmu__try_store_slow(cpu, addr, (bits) / 8, val);                                    \
 	}
 
 /*
  * smmu_loadN(cpu, addr) / smmu_storeN(cpu, addr, val): N-bit load and store
  * of emulated memory (little-endian, any alignment).  Faults go to the trap
- * handler.  Do not block: never.  Thread: cpu's owner only.
+ * handler.  Blocks: only in a fault (demand-zero, trap handler).
+ * Thread: cpu's owner only.
  *
  * smmu_try_loadN(cpu, addr, &val) / smmu_try_storeN(cpu, addr, val): the
  * same, but return 0 on success, -EFAULT when addr is not mapped, -EACCES
@@ -129,14 +187,16 @@ SMMU__DEFINE_ACCESS(64)
  * acting on the shared frame so that every CPU of the mm sees one order.
  * addr must be 8-aligned (else the trap reports -EINVAL) and mapped
  * read-write.  Each returns the value that was in memory before.
- * Thread: cpu's owner only.  Blocks: never.
+ * Thread: cpu's owner only.  Blocks: only in a fault.
  */
 static inline uint64_t smmu_cmpxchg64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t expected, uint64_t desired)
 {
+	smmu__access_enter(cpu);
 	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
 	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8))) {
-		__atomic_compare_exchange_n((uint64_t *)(uintptr_t)(addr + e->addend), &expected, desired, 0,
-					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		__atomic_compare_exchange_n(SMMU__HOST(uint64_t, addr, e), &expected, desired, 0, __ATOMIC_SEQ_CST,
+					    __ATOMIC_SEQ_CST);
+		smmu__access_exit(cpu);
 		return expected;
 	}
 	return smmu__atomic_slow(cpu, addr, SMMU__CMPXCHG, expected, desired);
@@ -144,17 +204,25 @@ static inline uint64_t smmu_cmpxchg64(struct smmu_cpu *cpu, smmu_addr_t addr, ui
 
 static inline uint64_t smmu_fetch_add64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t delta)
 {
+	smmu__access_enter(cpu);
 	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
-	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8)))
-		return __atomic_fetch_add((uint64_t *)(uintptr_t)(addr + e->addend), delta, __ATOMIC_SEQ_CST);
+	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8))) {
+		uint64_t old = __atomic_fetch_add(SMMU__HOST(uint64_t, addr, e), delta, __ATOMIC_SEQ_CST);
+		smmu__access_exit(cpu);
+		return old;
+	}
 	return smmu__atomic_slow(cpu, addr, SMMU__FETCH_ADD, delta, 0);
 }
 
 static inline uint64_t smmu_xchg64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t val)
 {
+	smmu__access_enter(cpu);
 	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
-	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8)))
-		return __atomic_exchange_n((uint64_t *)(uintptr_t)(addr + e->addend), val, __ATOMIC_SEQ_CST);
+	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8))) {
+		uint64_t old = __atomic_exchange_n(SMMU__HOST(uint64_t, addr, e), val, __ATOMIC_SEQ_CST);
+		smmu__access_exit(cpu);
+		return old;
+	}
 	return smmu__atomic_slow(cpu, addr, SMMU__XCHG, val, 0);
 }
 

@@ -17,18 +17,23 @@
  *     error nothing has changed.  Functions that take a CPU must be called
  *     on the thread that registered it (else -EPERM).
  *  3. Mapping changes (smmu_mmap, smmu_munmap, smmu_mprotect) may be made
- *     by any thread, CPU or not.  They clear page-table entries under an
- *     mmu_gather, flush the TLB of the calling thread if it is a CPU of
- *     that mm, and only then return frames to the pool.
- *  4. NOT YET COHERENT ACROSS CPUS: in this release the gather flushes only
- *     the calling CPU's TLB.  Another CPU that holds an entry for a page
- *     being unmapped or write-protected may keep using it.  Until remote
- *     shootdown lands, do not unmap or reduce the protection of memory that
- *     another CPU may access concurrently; a CPU can drop its own entries
- *     with smmu_tlb_flush_all.  Faults, fills, demand-zero and every
- *     mapping change that only adds access are safe under concurrency.
- *  5. A CPU that is about to block for long calls smmu_cpu_offline first
- *     and smmu_cpu_online after; it must not access memory while offline.
+ *     by any thread, CPU or not, while the CPUs run.  They clear
+ *     page-table entries under an mmu_gather, shoot down every CPU's TLB
+ *     that may hold them, and only then return frames to the pool: when
+ *     smmu_munmap or an smmu_mprotect that removes access returns, no CPU
+ *     completes an access through the old translation.  Adding access
+ *     needs no shootdown.
+ *  4. Shootdowns are delivered by a real-time signal (smmu_shootdown_signal;
+ *     default SIGRTMAX - 3, see smmu_shootdown_set_signal).  Do not block
+ *     it in CPU threads and do not install another handler for it.  A CPU
+ *     that is online and blocked in a system call is interrupted by it:
+ *     the handler runs and the call restarts (SA_RESTART), except for the
+ *     calls that signal(7) lists as never restarted, which fail with EINTR.
+ *  5. A CPU that is about to block (a sleep, a lock, a system call) calls
+ *     smmu_cpu_offline first and smmu_cpu_online after; offline CPUs get
+ *     no signal, and coming online flushes the TLB if anything was unmapped
+ *     meanwhile.  It must not access memory while offline.  Never block
+ *     inside a trap handler while holding something a mapping change needs.
  *  6. Tear down in order: CPUs (smmu_cpu_unregister, or thread exit),
  *     then the mm (smmu_mm_destroy), then the pool (smmu_pool_destroy).
  *     Each destroy refuses with -EBUSY while something still uses it.
@@ -243,6 +248,21 @@ SMMU_API int smmu_cpu_set_trap_handler(struct smmu_cpu *cpu, smmu_trap_fn fn, vo
  */
 SMMU_API int smmu_tlb_flush_all(struct smmu_cpu *cpu);
 SMMU_API int smmu_tlb_flush_range(struct smmu_cpu *cpu, smmu_addr_t addr, size_t len);
+
+/* ------------------------------------------------------------- shootdown */
+
+/*
+ * smmu_shootdown_set_signal: use real-time signal signo for shootdowns.
+ * Call before the first CPU registers, or while none is registered (the
+ * handler installed for the old signal is then removed and the previous
+ * disposition restored).  Errors: -EINVAL (not in [SIGRTMIN, SIGRTMAX]),
+ * -EBUSY (CPUs are registered and use another signal).
+ * Thread: any.  Blocks: briefly.
+ */
+SMMU_API int smmu_shootdown_set_signal(int signo);
+
+/* The signal shootdowns use now (or will use).  Thread: any. */
+SMMU_API int smmu_shootdown_signal(void);
 
 /* --------------------------------------------------------- bulk access */
 

@@ -33,7 +33,12 @@ struct smmu_mm;
 	X(batch_extensions, "heap batches added to a gather")                          \
 	X(batch_fallbacks, "gathers that flushed early because a batch could not grow") \
 	X(frames_freed, "frames returned to the pool after a flush")                   \
-	X(tables_freed, "page-table pages freed after a flush")
+	X(tables_freed, "page-table pages freed after a flush")                        \
+	X(shootdowns, "flushes that had to reach every TLB of the mm")                 \
+	X(shootdowns_nested, "gathers that found another in flight: full flush")        \
+	X(signals_sent, "shootdown signals sent to other CPUs")                        \
+	X(signals_received, "shootdown signals handled")                               \
+	X(acks_deferred, "shootdowns acknowledged at the end of an interrupted access")
 
 struct smmu_stats {
 #define SMMU__STATS_FIELD(name, desc) uint64_t name;

@@ -108,12 +108,19 @@ _Static_assert(offsetof(struct smmu_tlb_entry, addend) == 16, "addend offset");
 
 /*
  * The part of a CPU that the inline fast path reads.  Layout, not API.
- * Sync: owner thread only (the TLB is private to the thread that registered
- * the CPU).  The library embeds this at the start of its private CPU state.
+ * Sync: the owner thread and its shootdown signal handler only (the TLB is
+ * private to the thread that registered the CPU); the handler interrupts
+ * the owner, so compiler-only fences order the two.  The library embeds
+ * this at the start of its private CPU state.
  */
 struct smmu_cpu {
 	struct smmu_tlb_entry *tlb; /* entries, (tlb_mask >> 5) + 1 of them */
 	uint64_t tlb_mask;          /* (entries - 1) << SMMU_TLB_ENTRY_SHIFT */
+	/* The access critical section: 0 outside, 1 inside, 3 inside with a
+	 * shootdown deferred to its end (the handler adds 2).  The end of an
+	 * access subtracts 1 in one instruction: not zero means a deferred
+	 * shootdown to flush and acknowledge. */
+	int in_access;
 };
 
 #ifdef __cplusplus

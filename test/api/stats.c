@@ -305,30 +305,39 @@ Test(stats, print_text_and_json)
 	st.batch_fallbacks = 6;
 	st.frames_freed = UINT64_MAX;
 	st.tables_freed = 8;
+	st.shootdowns = 9;
+	st.shootdowns_nested = 10;
+	st.signals_sent = 11;
+	st.signals_received = 12;
+	st.acks_deferred = 13;
 	static const char *const names[] = {
-		"tlb_misses", "tlb_fills",        "faults_demand_zero", "faults_trapped", "flush_full",  "flush_range",
-		"gathers",    "batch_extensions", "batch_fallbacks",    "frames_freed",   "tables_freed"};
-	const uint64_t values[] = {12345, 6789, 42, 1, 2, 3, 4, 5, 6, UINT64_MAX, 8};
+		"tlb_misses",       "tlb_fills",    "faults_demand_zero", "faults_trapped",    "flush_full",
+		"flush_range",      "gathers",      "batch_extensions",   "batch_fallbacks",   "frames_freed",
+		"tables_freed",     "shootdowns",   "shootdowns_nested",  "signals_sent",      "signals_received",
+		"acks_deferred"};
+	const uint64_t values[] = {12345, 6789, 42, 1, 2, 3, 4, 5, 6, UINT64_MAX, 8, 9, 10, 11, 12, 13};
+	enum { N = sizeof(values) / sizeof(values[0]) };
+	_Static_assert(N * sizeof(uint64_t) == sizeof(struct smmu_stats), "a counter is missing here");
 
 	char *text = print_to_string(&st, 0);
 	int lines = 0;
 	for (const char *p = text; *p; p++)
 		lines += *p == '\n';
-	cr_assert_eq(lines, 11, "one line per counter:\n%s", text);
+	cr_assert_eq(lines, N, "one line per counter:\n%s", text);
 	/* Each line: the name, then the value. */
-	int seen[11] = {0};
+	int seen[N] = {0};
 	for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
 		char name[64];
 		unsigned long long v;
 		cr_assert_eq(sscanf(line, "%63s %llu", name, &v), 2, "line: %.60s", line);
 		size_t i = 0;
-		while (i < 11 && strcmp(name, names[i]))
+		while (i < N && strcmp(name, names[i]))
 			i++;
-		cr_assert_lt(i, 11, "unknown counter %s", name);
+		cr_assert_lt(i, N, "unknown counter %s", name);
 		cr_assert_eq(v, values[i], "%s", names[i]);
 		seen[i]++;
 	}
-	for (size_t i = 0; i < 11; i++)
+	for (size_t i = 0; i < N; i++)
 		cr_assert_eq(seen[i], 1, "%s printed %d times", names[i], seen[i]);
 	free(text);
 
@@ -337,7 +346,7 @@ Test(stats, print_text_and_json)
 	cr_assert_gt(n, 2);
 	cr_assert_eq(json[0], '{');
 	cr_assert_eq(json[n - 1], '}', "no trailing newline: %s", json);
-	for (size_t i = 0; i < 11; i++) {
+	for (size_t i = 0; i < N; i++) {
 		char key[64];
 		snprintf(key, sizeof(key), "\"%s\":", names[i]);
 		const char *at = strstr(json, key);
