@@ -18,7 +18,7 @@ ROOT=$PWD
 JOBS=${JOBS:-2}
 
 # The benches the README calls headline, run by `./build.sh bench`.
-HEADLINE_BENCHES=(bench-access bench-unmap)
+HEADLINE_BENCHES=(bench-access bench-unmap bench-shootdown)
 
 usage() {
 	echo "usage: $0 bench|test" >&2

@@ -235,37 +235,6 @@ static void *host_map(size_t len)
 	return p;
 }
 
-static void thp_mode(char *buf, size_t len)
-{
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-	char line[128], *a, *b;
-
-	snprintf(buf, len, "unknown");
-	if (!f)
-		return;
-	if (fgets(line, sizeof(line), f) && (a = strchr(line, '[')) && (b = strchr(a, ']'))) {
-		*b = 0;
-		snprintf(buf, len, "%s", a + 1);
-	}
-	fclose(f);
-}
-
-static char *stats_json(struct smmu_mm *mm)
-{
-	struct smmu_stats st;
-	char *s = NULL;
-	size_t len = 0;
-	FILE *f;
-
-	BENCH_CHECK(smmu_stats_get(mm, &st));
-	f = open_memstream(&s, &len);
-	if (!f)
-		bench_die("out of memory");
-	smmu_stats_print_json(&st, f);
-	fclose(f);
-	return s;
-}
-
 int main(int argc, char **argv)
 {
 	struct access_opts ao = {0, 0, 100};
@@ -299,7 +268,7 @@ int main(int argc, char **argv)
 	pool_size = SMALL_SIZE + big_size + (big_size >> 3) + (16ull << 20);
 
 	r = bench_report_new("bench-access", &o);
-	thp_mode(thp, sizeof(thp));
+	bench_thp_mode(thp, sizeof(thp));
 	bench_report_config_u64(r, "small_bytes", SMALL_SIZE);
 	bench_report_config_u64(r, "big_bytes", big_size);
 	bench_report_config_u64(r, "pool_bytes", pool_size);
@@ -468,8 +437,11 @@ int main(int argc, char **argv)
 	}
 
 	{
-		char *s = stats_json(mm);
+		struct smmu_stats st;
+		char *s;
 
+		BENCH_CHECK(smmu_stats_get(mm, &st));
+		s = bench_stats_json(&st);
 		bench_report_json(r, "stats", s);
 		free(s);
 	}

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "bench_util.h"
 
+#include <softmmu/softmmu.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -96,6 +98,46 @@ uint64_t bench_parse_size(const char *opt, const char *s)
 		bench_die("%s: bad size '%s'", opt, s);
 	return (uint64_t)v << shift;
 }
+
+void bench_thp_mode(char *buf, size_t len)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char line[128], *a, *b;
+
+	snprintf(buf, len, "unknown");
+	if (!f)
+		return;
+	if (fgets(line, sizeof(line), f) && (a = strchr(line, '[')) && (b = strchr(a, ']'))) {
+		*b = 0;
+		snprintf(buf, len, "%s", a + 1);
+	}
+	fclose(f);
+}
+
+/* ------------------------------------------------- the library's counters */
+
+void bench_stats_accumulate(struct smmu_stats *acc, const struct smmu_stats *a, const struct smmu_stats *b)
+{
+#define X(name, desc) acc->name += b->name - a->name;
+	SMMU_STATS_LIST(X)
+#undef X
+}
+
+char *bench_stats_json(const struct smmu_stats *st)
+{
+	char *s = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&s, &len);
+
+	if (!f)
+		bench_die("out of memory");
+	smmu_stats_print_json(st, f);
+	if (fclose(f) != 0 || !s)
+		bench_die("out of memory");
+	return s;
+}
+
+/* ------------------------------------------------------------ options */
 
 static void usage(FILE *f, const char *name, const char *extra_usage)
 {

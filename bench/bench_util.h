@@ -78,6 +78,22 @@ static inline uint64_t bench_launder_u64(uint64_t v)
 /* Parse "123", "4k", "256m", "1g" (binary units) into bytes; dies on junk. */
 uint64_t bench_parse_size(const char *opt, const char *s);
 
+/* The kernel's transparent huge page mode, the bracketed word of
+ * /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise",
+ * "never"), or "unknown". */
+void bench_thp_mode(char *buf, size_t len);
+
+/* ------------------------------------------------- the library's counters */
+
+struct smmu_stats;
+
+/* acc += b - a, for every counter (a and b: smmu_stats_get before and after
+ * the work). */
+void bench_stats_accumulate(struct smmu_stats *acc, const struct smmu_stats *a, const struct smmu_stats *b);
+
+/* st as one JSON object (smmu_stats_print_json), in a string to free(). */
+char *bench_stats_json(const struct smmu_stats *st);
+
 /* ------------------------------------------------------------ reports */
 
 struct bench_report;
