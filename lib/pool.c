@@ -351,6 +351,19 @@ void smmu__pool_free_unused(struct smmu_pool *pool, struct smmu__pcache *pc, uin
 	}
 }
 
+/* End the chain that starts at head and link it behind the chains built
+ * so far ([*first .. *last], through next_chain). */
+static void close_chain(struct smmu_pool *pool, uint32_t head, uint32_t len, uint32_t *first, uint32_t *last)
+{
+	pool->frames[head].chain_len = (uint16_t)len;
+	pool->frames[head].next_chain = SMMU_NO_FRAME;
+	if (*first == SMMU_NO_FRAME)
+		*first = head;
+	else
+		pool->frames[*last].next_chain = head;
+	*last = head;
+}
+
 size_t smmu__pool_put_frames(struct smmu_pool *pool, const uint32_t *frames, size_t n)
 {
 	/* Build the chains without the lock, linked to each other through
@@ -379,27 +392,14 @@ size_t smmu__pool_put_frames(struct smmu_pool *pool, const uint32_t *frames, siz
 		}
 		tail = f;
 		freed++;
-		if (++len == SMMU_POOL_CHAIN || i + 1 == n) {
-			pool->frames[head].chain_len = (uint16_t)len;
-			pool->frames[head].next_chain = SMMU_NO_FRAME;
-			if (first == SMMU_NO_FRAME)
-				first = head;
-			else
-				pool->frames[last].next_chain = head;
-			last = head;
+		if (++len == SMMU_POOL_CHAIN) {
+			close_chain(pool, head, len, &first, &last);
 			head = SMMU_NO_FRAME;
 			len = 0;
 		}
 	}
-	if (head != SMMU_NO_FRAME) { /* the loop ended on a skipped frame */
-		pool->frames[head].chain_len = (uint16_t)len;
-		pool->frames[head].next_chain = SMMU_NO_FRAME;
-		if (first == SMMU_NO_FRAME)
-			first = head;
-		else
-			pool->frames[last].next_chain = head;
-		last = head;
-	}
+	if (head != SMMU_NO_FRAME)
+		close_chain(pool, head, len, &first, &last);
 	if (first == SMMU_NO_FRAME)
 		return 0;
 	pthread_mutex_lock(&pool->lock);
