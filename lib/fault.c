@@ -24,31 +24,21 @@
 #include "mm.h"
 #include "pgtable.h"
 #include "pool.h"
-#include "shootdown.h"
 #include "testhook.h"
 #include "util.h"
 
 /* Walk result: the page is not present and a demand fault may install it. */
 #define NEED_FAULT 1
 
+/* The access critical section, as the inline path marks it (access.h). */
 static void cs_enter(struct smmu__cpu *c)
 {
-	__atomic_store_n(&c->pub.in_access, 1, __ATOMIC_RELAXED);
-	atomic_signal_fence(memory_order_seq_cst);
+	smmu__access_enter(&c->pub);
 }
 
 static void cs_leave(struct smmu__cpu *c)
 {
-	if (smmu__access_leave(&c->pub)) {
-		smmu__cpu_count(c, SMMU_STAT_acks_deferred, 1);
-		smmu__shootdown_process(c);
-	}
-}
-
-/* The end of a slow path. */
-static void slow_exit(struct smmu__cpu *c)
-{
-	cs_leave(c);
+	smmu__access_exit(&c->pub);
 }
 
 /* Count a miss; a resize it decides happens now, before the walk fills the
@@ -311,7 +301,7 @@ SMMU_API int smmu__try_load_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigne
 	int err = translate_span(c, addr, size, SMMU_ACCESS_READ, &s);
 	if (!err)
 		*out = read_span(&s, size);
-	slow_exit(c);
+	cs_leave(c);
 	if (err)
 		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
 	return err;
@@ -325,7 +315,7 @@ SMMU_API int smmu__try_store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsign
 	int err = translate_span(c, addr, size, SMMU_ACCESS_WRITE, &s);
 	if (!err)
 		write_span(&s, size, val);
-	slow_exit(c);
+	cs_leave(c);
 	if (err)
 		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
 	return err;
@@ -377,7 +367,7 @@ SMMU_API uint64_t smmu__atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum
 				break;
 			}
 		}
-		slow_exit(c);
+		cs_leave(c);
 		if (!err)
 			return old;
 		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
@@ -429,7 +419,7 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 		cs_enter(c);
 	}
 out:
-	slow_exit(c);
+	cs_leave(c);
 	return err;
 }
 

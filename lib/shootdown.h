@@ -32,7 +32,4 @@ struct smmu__shootdown_ops {
 
 extern const struct smmu__shootdown_ops smmu__shootdown_signal;
 
-/* The end of an access (or the slow path) with a deferred request. */
-void smmu__shootdown_process(struct smmu__cpu *c);
-
 #endif

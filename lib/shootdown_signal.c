@@ -5,7 +5,8 @@
  * The protocol (every rule here has a test in test/protocol that fails when
  * the rule is broken, and the stress tests hammer all of them):
  *
- * Initiator (smmu__shootdown via ops->flush, after the PTEs are cleared):
+ * Initiator (the gather's flush, smmu__flush_mm -> ops->flush, after the
+ * entries were cleared):
  *   1. advance mm->flush_gen (seq_cst read-modify-write: a full fence);
  *   2. under mm->cpus_lock, for each other CPU that is in the mm's CPU set
  *      (loaded), online, and whose bit is among those the cleared entries
@@ -54,9 +55,11 @@
  * set: a CPU sets `loaded` before its first page-table walk, so an
  * initiator that cleared a PTE the CPU read before the clear finds it.
  *
- * Lock order: mm->cpus_lock is held only while posting (step 2), never
- * while waiting.  A CPU leaving waits for sd_refs to drain, still
- * answering signals, before its state is freed.
+ * Lock order: mm->cpus_lock is held only while posting (step 2), not while
+ * waiting - unless memory for the list of targets ran out, when it waits
+ * for each batch with the lock held (slower, still safe: a target blocked
+ * on the lock answers its signal).  A CPU leaving waits for sd_refs to
+ * drain, still answering signals, before its state is freed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -173,8 +176,11 @@ static void process(struct smmu__cpu *c, int in_handler)
 	ack(c, seq, in_handler);
 }
 
-void smmu__shootdown_process(struct smmu__cpu *c)
+/* The end of an access (inline or in a slow path) found a deferred request. */
+SMMU_API void smmu__access_exit_slow(struct smmu_cpu *cpu)
 {
+	struct smmu__cpu *c = smmu__cpu_of(cpu);
+	smmu__cpu_count(c, SMMU_STAT_acks_deferred, 1);
 	/* in_access is 2 (left, deferred).  A handler that lands before this
 	 * store still sees "inside" and defers again; the store wipes that,
 	 * harmlessly: process() below reads the mailbox after it. */
@@ -183,12 +189,6 @@ void smmu__shootdown_process(struct smmu__cpu *c)
 	process(c, 0);
 }
 
-SMMU_API void smmu__access_exit_slow(struct smmu_cpu *cpu)
-{
-	struct smmu__cpu *c = smmu__cpu_of(cpu);
-	smmu__cpu_count(c, SMMU_STAT_acks_deferred, 1);
-	smmu__shootdown_process(c);
-}
 
 static void on_signal(int sig, siginfo_t *si, void *uc)
 {
