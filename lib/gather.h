@@ -41,7 +41,10 @@
 
 #define SMMU_GATHER_LOCAL 64
 #define SMMU_GATHER_BATCH_BYTES 4096
-#define SMMU_GATHER_MAX_BATCHES 128
+/* 8 bytes a queued page: 520 batches hold 265,000 entries (2 MiB of
+ * batches), so unmapping 1 GiB of 4 KiB pages takes one shootdown, not
+ * one every 65,000 pages. */
+#define SMMU_GATHER_MAX_BATCHES 520
 #define SMMU_FLUSH_CEILING 33
 
 enum smmu__gather_mode {
