@@ -7,11 +7,7 @@
 #include "cpu.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdatomic.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "alloc.h"
 #include "mm.h"
@@ -173,9 +169,7 @@ SMMU_API int smmu_cpu_offline(struct smmu_cpu *pub)
 		return err;
 	struct smmu__cpu *c = smmu__cpu_of(pub);
 	atomic_store(&c->online, false);
-	/* Initiators asleep waiting for us may stop waiting now. */
-	if (atomic_load(&c->ack_waiters))
-		syscall(SYS_futex, (uint32_t *)&c->ack_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	c->mm->sd->cpu_offline(c);
 	return 0;
 }
 
@@ -185,15 +179,21 @@ SMMU_API int smmu_cpu_online(struct smmu_cpu *pub)
 	if (err)
 		return err;
 	struct smmu__cpu *c = smmu__cpu_of(pub);
-	/* Online first, then compare: an initiator that advances the
-	 * generation after this store sees us online and signals us; one
-	 * that advanced it before, we see here. */
-	atomic_store(&c->online, true); /* seq_cst, as the load below */
-	uint64_t gen = atomic_load(&c->mm->flush_gen);
-	if (gen != c->seen_gen) {
-		smmu__tlb_flush_all_local(c);
-		c->seen_gen = gen;
-	}
+	/* Online first (seq_cst), then the back-end compares and catches up. */
+	atomic_store(&c->online, true);
+	c->mm->sd->cpu_online(c);
+	return 0;
+}
+
+SMMU_API int smmu_quiescent(struct smmu_cpu *pub)
+{
+	int err = smmu__cpu_check_owner(pub);
+	if (err)
+		return err;
+	struct smmu__cpu *c = smmu__cpu_of(pub);
+	if (!atomic_load_explicit(&c->online, memory_order_relaxed))
+		return -EINVAL;
+	c->mm->sd->quiescent(c);
 	return 0;
 }
 

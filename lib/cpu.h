@@ -48,6 +48,11 @@ struct smmu__cpu {
 	_Atomic uint32_t sd_refs;     /* initiators that may still wait on us */
 
 	uint64_t seen_gen;     /* Sync: owner */
+	/* RCU modes: when this CPU last passed a quiescent state (or came
+	 * online), and whether its current stall was reported.  Written by the
+	 * owner, read by the mm's watchdog. */
+	_Atomic uint64_t last_qs_ns;
+	_Atomic bool stall_reported;
 	smmu_trap_fn trap;     /* Sync: owner */
 	void *trap_arg;        /* Sync: owner */
 	struct smmu__tlb tlb;  /* Sync: owner */

@@ -3,11 +3,13 @@
 #include "gather.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "mm.h"
 #include "pgtable.h"
 #include "pool.h"
+#include "shootdown.h"
 #include "stats_internal.h"
 #include "util.h"
 
@@ -80,38 +82,70 @@ void smmu__gather_table(struct smmu__gather *g, void *table)
 	add_entry(g, (uint64_t)(uintptr_t)table | 1);
 }
 
-/* Step 3: everything queued goes back, frames to the pool in chains. */
-static void free_queued(struct smmu__gather *g)
+/* Free n queued entries: frames back to the pool in chains, table pages
+ * to the allocator.  Counts into mm's stats (the caller may be the call_rcu
+ * thread, which is no CPU). */
+void smmu__gather_free_entries(struct smmu_mm *mm, const uint64_t *entries, size_t n)
 {
-	struct smmu_pool *pool = g->mm->pool;
 	uint32_t frames[256];
 	size_t nf = 0, freed = 0, tables = 0;
 
-	for (struct smmu__gather_batch *b = &g->local; b; b = b->next) {
-		for (uint32_t i = 0; i < b->nr; i++) {
-			uint64_t ent = b->entries[i];
-			if (ent & 1) {
-				smmu__free((void *)(uintptr_t)(ent & ~1ull), SMMU_PT_TABLE_SIZE);
-				tables++;
-				continue;
-			}
-			frames[nf++] = (uint32_t)(ent >> 1);
-			if (nf == SMMU_ARRAY_SIZE(frames)) {
-				freed += smmu__pool_put_frames(pool, frames, nf);
-				nf = 0;
-			}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ent = entries[i];
+		if (ent & 1) {
+			smmu__free((void *)(uintptr_t)(ent & ~1ull), SMMU_PT_TABLE_SIZE);
+			tables++;
+			continue;
 		}
-		b->nr = 0;
-		if (b == g->active)
-			break;
+		frames[nf++] = (uint32_t)(ent >> 1);
+		if (nf == SMMU_ARRAY_SIZE(frames)) {
+			freed += smmu__pool_put_frames(mm->pool, frames, nf);
+			nf = 0;
+		}
 	}
 	if (nf)
-		freed += smmu__pool_put_frames(pool, frames, nf);
-	g->active = &g->local;
+		freed += smmu__pool_put_frames(mm->pool, frames, nf);
 	if (freed)
-		smmu__stat_add(g->mm, SMMU_STAT_frames_freed, freed);
+		smmu__stat_add(mm, SMMU_STAT_frames_freed, freed);
 	if (tables)
-		smmu__stat_add(g->mm, SMMU_STAT_tables_freed, tables);
+		smmu__stat_add(mm, SMMU_STAT_tables_freed, tables);
+}
+
+/* The batches in use, local first. */
+#define for_each_used_batch(g, b) for (struct smmu__gather_batch *b = &(g)->local; b; b = b == (g)->active ? NULL : b->next)
+
+size_t smmu__gather_count(struct smmu__gather *g, size_t *frames)
+{
+	size_t n = 0;
+	for_each_used_batch (g, b) {
+		n += b->nr;
+		if (frames)
+			for (uint32_t i = 0; i < b->nr; i++)
+				*frames += !(b->entries[i] & 1);
+	}
+	return n;
+}
+
+size_t smmu__gather_take(struct smmu__gather *g, uint64_t *dst)
+{
+	size_t n = 0;
+	for_each_used_batch (g, b) {
+		memcpy(dst + n, b->entries, b->nr * sizeof(uint64_t));
+		n += b->nr;
+		b->nr = 0;
+	}
+	g->active = &g->local;
+	return n;
+}
+
+/* Step 3: everything queued goes back. */
+static void free_queued(struct smmu__gather *g)
+{
+	for_each_used_batch (g, b) {
+		smmu__gather_free_entries(g->mm, b->entries, b->nr);
+		b->nr = 0;
+	}
+	g->active = &g->local;
 }
 
 void smmu__gather_flush(struct smmu__gather *g)
@@ -124,7 +158,9 @@ void smmu__gather_flush(struct smmu__gather *g)
 		smmu__flush_mm(g->mm, g->start, g->end, pages > SMMU_FLUSH_CEILING, g->cpus);
 	}
 	reset_range(g);
-	free_queued(g);
+	/* Step 3, now - or after a grace period, if the back-end defers it. */
+	if (!(g->mm->sd->defer_free && g->mm->sd->defer_free(g)))
+		free_queued(g);
 }
 
 void smmu__gather_finish(struct smmu__gather *g)

@@ -13,7 +13,9 @@
  *      (smmu__flush_mm: the calling CPU now; remote CPUs when shootdown
  *      lands) and the mm's flush generation advances;
  *   3. only then free: drop the frames' references (back to the pool at
- *      zero) and free the table pages.
+ *      zero) and free the table pages - now, or, when the back-end defers
+ *      it (RCU deferred mode), from a call_rcu callback after the grace
+ *      period.
  *
  * Nothing is freed before the flush that covers it.  The gather lives on
  * the caller's stack: a small on-stack batch, extended with page-sized heap
@@ -91,6 +93,13 @@ void smmu__gather_table(struct smmu__gather *g, void *table);
 
 /* Flush what was recorded and free what was queued; the gather stays usable. */
 void smmu__gather_flush(struct smmu__gather *g);
+
+/* For back-ends that free later: the entries queued (and, if frames is not
+ * NULL, add how many are frames); move them to dst (empties the gather);
+ * free n entries taken earlier. */
+size_t smmu__gather_count(struct smmu__gather *g, size_t *frames);
+size_t smmu__gather_take(struct smmu__gather *g, uint64_t *dst);
+void smmu__gather_free_entries(struct smmu_mm *mm, const uint64_t *entries, size_t n);
 
 /* Flush, free, and release the heap batches. */
 void smmu__gather_finish(struct smmu__gather *g);

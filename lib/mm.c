@@ -20,6 +20,7 @@
 #include "gather.h"
 #include "pool.h"
 #include "shootdown.h"
+#include "stall.h"
 #include "util.h"
 
 int smmu__mm_check_live(const struct smmu_mm *mm)
@@ -49,22 +50,37 @@ static void timed_lock(pthread_rwlock_t *l, int (*lock)(pthread_rwlock_t *, cons
 }
 #endif
 
+/*
+ * Block on mm->lock.  A CPU of an RCU-mode mm goes offline while it waits:
+ * the holder may be waiting for a grace period, which an online reader
+ * blocked here would never end.  Coming back, it catches up.
+ */
+static void lock_slow(struct smmu_mm *mm, bool write)
+{
+	struct smmu__cpu *c = smmu__cpu_self();
+	bool reader = smmu__rcu_block_begin(c);
+#if SMMU_TSAN
+	timed_lock(&mm->lock, write ? pthread_rwlock_timedwrlock : pthread_rwlock_timedrdlock);
+#else
+	if (write)
+		pthread_rwlock_wrlock(&mm->lock);
+	else
+		pthread_rwlock_rdlock(&mm->lock);
+#endif
+	if (reader)
+		smmu__rcu_block_end(c);
+}
+
 void smmu__mm_rdlock(struct smmu_mm *mm)
 {
-#if SMMU_TSAN
-	timed_lock(&mm->lock, pthread_rwlock_timedrdlock);
-#else
-	pthread_rwlock_rdlock(&mm->lock);
-#endif
+	if (pthread_rwlock_tryrdlock(&mm->lock))
+		lock_slow(mm, false);
 }
 
 void smmu__mm_wrlock(struct smmu_mm *mm)
 {
-#if SMMU_TSAN
-	timed_lock(&mm->lock, pthread_rwlock_timedwrlock);
-#else
-	pthread_rwlock_wrlock(&mm->lock);
-#endif
+	if (pthread_rwlock_trywrlock(&mm->lock))
+		lock_slow(mm, true);
 }
 
 void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full, uint32_t cpus)
@@ -74,8 +90,30 @@ void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int 
 
 SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
 {
-	if (!smmu__pool_check_live(pool) || !out)
+	return smmu_mm_create_ex(pool, NULL, out);
+}
+
+SMMU_API int smmu_mm_create_ex(struct smmu_pool *pool, const struct smmu_mm_config *cfg, struct smmu_mm **out)
+{
+	static const struct smmu_mm_config defaults = { .mode = SMMU_SHOOTDOWN_SIGNAL };
+	if (!cfg)
+		cfg = &defaults;
+	if (!smmu__pool_check_live(pool) || !out || (cfg->flags & ~(unsigned)SMMU_MM_APP_URCU))
 		return -EINVAL;
+	const struct smmu__shootdown_ops *sd;
+	switch (cfg->mode) {
+	case SMMU_SHOOTDOWN_SIGNAL:
+		sd = &smmu__shootdown_signal;
+		break;
+	case SMMU_SHOOTDOWN_RCU:
+		sd = &smmu__shootdown_rcu;
+		break;
+	case SMMU_SHOOTDOWN_RCU_DEFERRED:
+		sd = &smmu__shootdown_rcu_deferred;
+		break;
+	default:
+		return -EINVAL;
+	}
 	struct smmu_mm *mm = smmu__zalloc(sizeof(*mm));
 	if (!mm)
 		return -ENOMEM;
@@ -85,7 +123,10 @@ SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
 		return -ENOMEM;
 	}
 	mm->pool = pool;
-	mm->sd = &smmu__shootdown_signal;
+	mm->sd = sd;
+	mm->mode = cfg->mode;
+	mm->flags = cfg->flags;
+	mm->deferred_max = cfg->deferred_max ? cfg->deferred_max : (pool->nframes + 3) / 4;
 	mm->page_shift = pool->page_shift;
 	mm->page_size = pool->page_size;
 	mm->va_limit = 1ull << (pool->page_shift + SMMU_PT_LEVELS * SMMU_PT_ENTRY_BITS);
@@ -97,7 +138,19 @@ SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out)
 	pthread_rwlock_init(&mm->lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&mm->cpus_lock, NULL);
+	pthread_mutex_init(&mm->log_lock, NULL);
 	smmu__regions_init(&mm->regions);
+	if (cfg->mode != SMMU_SHOOTDOWN_SIGNAL) {
+		int err = smmu__watchdog_start(mm, cfg);
+		if (err) {
+			pthread_rwlock_destroy(&mm->lock);
+			pthread_mutex_destroy(&mm->cpus_lock);
+			pthread_mutex_destroy(&mm->log_lock);
+			smmu__free(mm->root, SMMU_PT_TABLE_SIZE);
+			smmu__free(mm, sizeof(*mm));
+			return err;
+		}
+	}
 	smmu__pool_mm_attach(pool);
 	mm->magic = SMMU_MM_MAGIC;
 	*out = mm;
@@ -122,10 +175,13 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm)
 	smmu__pt_zap(mm, &g, 0, mm->va_limit);
 	smmu__gather_finish(&g);
 	smmu__pt_free_root(mm->root);
+	smmu__rcu_barrier(mm); /* deferred frees of earlier unmaps name mm */
+	smmu__watchdog_stop(mm);
 
 	smmu__regions_fini(&mm->regions);
 	pthread_rwlock_destroy(&mm->lock);
 	pthread_mutex_destroy(&mm->cpus_lock);
+	pthread_mutex_destroy(&mm->log_lock);
 	smmu__pool_mm_detach(mm->pool);
 	smmu__free(mm, sizeof(*mm));
 	return 0;
@@ -243,7 +299,7 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 	uint64_t rounded = ((uint64_t)len + mm->page_size - 1) & ~(mm->page_size - 1);
 	if (rounded < len || rounded > mm->va_limit - mm->min_addr)
 		return fixed ? -EINVAL : -ENOMEM;
-	smmu_addr_t start, end;
+	smmu_addr_t start = 0, end = 0; /* set on every path that uses them */
 	if (fixed) {
 		int err = check_range(mm, addr, len, &end);
 		if (err)

@@ -32,6 +32,9 @@
 #include "stats_internal.h"
 
 struct smmu__cpu;
+struct smmu__watchdog;
+
+#define SMMU_FLUSH_LOG 16 /* flushes a catching-up CPU can replay */
 
 struct smmu_mm {
 	uint64_t magic;
@@ -51,6 +54,21 @@ struct smmu_mm {
 	unsigned next_cpu_id;   /* Sync: cpus_lock */
 
 	const struct smmu__shootdown_ops *sd; /* the shootdown back-end */
+	int mode;                             /* SMMU_SHOOTDOWN_* */
+	unsigned flags;                       /* SMMU_MM_* */
+	size_t deferred_max;                  /* RCU deferred: frames waiting at most */
+	_Atomic size_t deferred_frames;       /* RCU deferred: frames waiting now */
+	_Atomic unsigned gp_waiters;          /* RCU: threads in a grace-period wait */
+	struct smmu__watchdog *watchdog;      /* RCU: the stall watchdog, or NULL */
+
+	/* The last SMMU_FLUSH_LOG flushes, so that a CPU catching up (online,
+	 * quiescent) flushes their ranges, not everything.  Sync: log_lock;
+	 * flush_gen is advanced under it too. */
+	pthread_mutex_t log_lock;
+	struct smmu__flush_rec {
+		uint64_t gen;
+		smmu_addr_t start, end;
+	} log[SMMU_FLUSH_LOG];
 
 	/* Advanced by every flush; a CPU that comes online behind it flushes.
 	 * Sync: atomic, seq_cst on both sides. */
@@ -87,5 +105,9 @@ void smmu__mm_wrlock(struct smmu_mm *mm);
  * cpus: the CPU bits (pgtable.h) that may cache it; other CPUs are left
  * alone (SMMU_CPUS_ALL: every CPU of the mm). */
 void smmu__flush_mm(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, int full, uint32_t cpus);
+
+/* Record a flush of [start, end) in the log and advance the flush
+ * generation (seq_cst); returns the new generation.  For back-ends. */
+uint64_t smmu__flush_log(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end);
 
 #endif

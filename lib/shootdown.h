@@ -15,6 +15,7 @@
 
 struct smmu_mm;
 struct smmu__cpu;
+struct smmu__gather;
 
 struct smmu__shootdown_ops {
 	const char *name;
@@ -23,6 +24,17 @@ struct smmu__shootdown_ops {
 	/* The CPU is leaving (its own thread): no initiator may still wait on it
 	 * when this returns. */
 	void (*cpu_detach)(struct smmu__cpu *c);
+	/* The CPU (its own thread) has just gone offline / come online (its
+	 * `online` flag already says so): a back-end's part of the handshake,
+	 * including the catch-up flush when coming online. */
+	void (*cpu_offline)(struct smmu__cpu *c);
+	void (*cpu_online)(struct smmu__cpu *c);
+	/* smmu_quiescent. */
+	void (*quiescent)(struct smmu__cpu *c);
+	/* After the gather's flush: take over freeing what it queued, to do
+	 * it later (after a grace period), and return true; or return false
+	 * and the gather frees now.  NULL: always now. */
+	bool (*defer_free)(struct smmu__gather *g);
 	/* Advance mm's flush generation, then make every TLB of mm that may
 	 * hold a translation in [start, end) (all of them if full) drop it,
 	 * the calling CPU's included, before returning.  Only CPUs whose bit
@@ -31,5 +43,20 @@ struct smmu__shootdown_ops {
 };
 
 extern const struct smmu__shootdown_ops smmu__shootdown_signal;
+extern const struct smmu__shootdown_ops smmu__shootdown_rcu;
+extern const struct smmu__shootdown_ops smmu__shootdown_rcu_deferred;
+
+/* Bring c's TLB up to mm's flush generation (online, quiescent): from the
+ * mm's log of recent flushes, or all of it when too far behind. */
+void smmu__tlb_catch_up(struct smmu__cpu *c);
+
+/* Wait for every deferred free of mm (mm teardown). */
+void smmu__rcu_barrier(struct smmu_mm *mm);
+
+/* Around a blocking wait by thread of CPU c (NULL: not a CPU): if c is an
+ * online CPU of an RCU-mode mm, go offline and return true; _end comes
+ * back online and catches up. */
+bool smmu__rcu_block_begin(struct smmu__cpu *c);
+void smmu__rcu_block_end(struct smmu__cpu *c);
 
 #endif

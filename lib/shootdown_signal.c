@@ -360,7 +360,7 @@ static void signal_flush(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end,
 		start = 0;
 		end = UINT64_MAX;
 	}
-	uint64_t gen = atomic_fetch_add(&mm->flush_gen, 1) + 1;
+	uint64_t gen = smmu__flush_log(mm, start, end);
 
 	struct target local[LOCAL_TARGETS], *t = local;
 	size_t cap = LOCAL_TARGETS, n = 0;
@@ -410,9 +410,33 @@ static void signal_flush(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end,
 	smmu__stat_add(mm, SMMU_STAT_shootdowns, 1);
 }
 
+static void cpu_offline(struct smmu__cpu *c)
+{
+	/* Initiators asleep waiting for us may stop waiting now. */
+	if (atomic_load(&c->ack_waiters))
+		futex(&c->ack_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+static void cpu_online(struct smmu__cpu *c)
+{
+	/* Online first (done), then compare: an initiator that advances the
+	 * generation after that store sees us online and signals us; one that
+	 * advanced it before, we see here. */
+	smmu__tlb_catch_up(c);
+}
+
+static void quiescent(struct smmu__cpu *c)
+{
+	(void)c; /* signals need no quiescent states */
+}
+
 const struct smmu__shootdown_ops smmu__shootdown_signal = {
 	.name = "signal",
 	.cpu_attach = cpu_attach,
 	.cpu_detach = cpu_detach,
+	.cpu_offline = cpu_offline,
+	.cpu_online = cpu_online,
+	.quiescent = quiescent,
+	.defer_free = NULL,
 	.flush = signal_flush,
 };

@@ -14,6 +14,8 @@
  *   2  acknowledgements are a plain store, not a maximum
  *   3  the handler reads the mailbox before it clears "signal pending"
  *   4  the initiator reads "signal pending" before it merges its request
+ *   5  smmu_quiescent compares the generation before it announces the
+ *      quiescent state (RCU modes)
  */
 
 #ifndef SMMU_TEST_HOOKS
@@ -32,6 +34,10 @@ enum smmu__hook {
 	SMMU_HOOK_POSTED,           /* initiator merged and numbered its request, before it
 	                             * decides whether to signal (with SMMU_BREAK 4: after it
 	                             * read the flag, before it merged) */
+	SMMU_HOOK_QUIESCENT,        /* smmu_quiescent between its announce and its compare
+	                             * (SMMU_BREAK 5: between compare and announce) */
+	SMMU_HOOK_RCU_LOGGED,       /* RCU initiator advanced the generation, before the
+	                             * grace period (c is NULL) */
 };
 
 struct smmu__cpu;

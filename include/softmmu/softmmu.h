@@ -23,12 +23,15 @@
  *     smmu_munmap or an smmu_mprotect that removes access returns, no CPU
  *     completes an access through the old translation.  Adding access
  *     needs no shootdown.
- *  4. Shootdowns are delivered by a real-time signal (smmu_shootdown_signal;
- *     default SIGRTMAX - 3, see smmu_shootdown_set_signal).  Do not block
- *     it in CPU threads and do not install another handler for it.  A CPU
- *     that is online and blocked in a system call is interrupted by it:
- *     the handler runs and the call restarts (SA_RESTART), except for the
- *     calls that signal(7) lists as never restarted, which fail with EINTR.
+ *  4. By default shootdowns are delivered by a real-time signal
+ *     (smmu_shootdown_signal; default SIGRTMAX - 3, see
+ *     smmu_shootdown_set_signal).  Do not block it in CPU threads and do
+ *     not install another handler for it.  A CPU that is online and blocked
+ *     in a system call is interrupted by it: the handler runs and the call
+ *     restarts (SA_RESTART), except for the calls that signal(7) lists as
+ *     never restarted, which fail with EINTR.  An mm created in an RCU mode
+ *     (smmu_mm_create_ex) sends no signal: its CPUs call smmu_quiescent
+ *     regularly instead, and grace periods wait for them.
  *  5. A CPU that is about to block (a sleep, a lock, a system call) calls
  *     smmu_cpu_offline first and smmu_cpu_online after; offline CPUs get
  *     no signal, and coming online flushes the TLB if anything was unmapped
@@ -98,6 +101,65 @@ SMMU_API size_t smmu_pool_page_size(const struct smmu_pool *pool);
  * Thread: any.  Blocks: may (allocates).
  */
 SMMU_API int smmu_mm_create(struct smmu_pool *pool, struct smmu_mm **out);
+
+/* How an mm shoots down TLB entries (smmu_mm_create_ex).  Choose RCU for
+ * a runtime whose CPU threads reach safepoints (call smmu_quiescent every
+ * so often); signals for threads that cannot cooperate. */
+enum smmu_shootdown_mode {
+	/* A real-time signal to each CPU that may hold an entry; munmap and
+	 * mprotect return when all have acknowledged.  The default. */
+	SMMU_SHOOTDOWN_SIGNAL = 0,
+	/* Every CPU is a liburcu QSBR reader and drops stale entries at its
+	 * quiescent states; munmap and mprotect wait for a grace period. */
+	SMMU_SHOOTDOWN_RCU = 1,
+	/* As SMMU_SHOOTDOWN_RCU, but munmap and mprotect return once the
+	 * entries are cleared: a CPU may still use an old translation until
+	 * its next quiescent state, and frames and table pages go back to the
+	 * pool from a call_rcu callback after the grace period (never
+	 * earlier, so no freed frame is ever reached). */
+	SMMU_SHOOTDOWN_RCU_DEFERRED = 2,
+};
+
+/* smmu_mm_config.flags */
+#define SMMU_MM_APP_URCU 0x1 /* RCU modes: the application registers its CPU
+                              * threads with urcu-qsbr itself (and keeps them
+                              * registered while they are CPUs) */
+
+/*
+ * A CPU of an RCU-mode mm stalls when it stays online without a quiescent
+ * state while something waits for a grace period.  The stall callback is
+ * called once per stall (again only after the CPU has passed a quiescent
+ * state), from a watchdog thread of the mm, with the CPU's id and how long
+ * it has been stalled; it must not call back into the library for this mm.
+ * The default prints a message naming the CPU to stderr.
+ */
+typedef void (*smmu_stall_fn)(struct smmu_mm *mm, unsigned cpu_id, uint64_t stalled_ns, void *arg);
+
+struct smmu_mm_config {
+	enum smmu_shootdown_mode mode;
+	unsigned flags;          /* SMMU_MM_* */
+	size_t deferred_max;     /* RCU deferred: frames that may wait for a grace
+	                          * period; past it the unmapper waits for one
+	                          * instead.  0 means a quarter of the pool. */
+	uint64_t stall_ns;       /* RCU modes: report a stall longer than this;
+	                          * 0 means 1 s */
+	smmu_stall_fn stall;     /* NULL: the default report */
+	void *stall_arg;
+};
+
+/*
+ * smmu_mm_create_ex: smmu_mm_create with a configuration (NULL means the
+ * defaults: signals).  In the RCU modes, a CPU that is online must call
+ * smmu_quiescent from time to time, outside any access, and
+ * smmu_cpu_offline before it blocks: grace periods (and so munmap and
+ * mprotect in RCU mode) wait for every online CPU.  The library uses
+ * liburcu's urcu_qsbr_* API only; an application that uses another liburcu
+ * flavor is unaffected, and one that registers its own threads with
+ * urcu-qsbr sets SMMU_MM_APP_URCU.
+ * Errors: -EINVAL (NULL pool/out, dead pool, unknown mode or flag),
+ * -ENOMEM.  Thread: any.  Blocks: may.
+ */
+SMMU_API int smmu_mm_create_ex(struct smmu_pool *pool, const struct smmu_mm_config *cfg, struct smmu_mm **out);
 
 /*
  * smmu_mm_destroy: tear the address space down in whole-mm mode (one pass
@@ -221,6 +283,18 @@ SMMU_API int smmu_cpu_unregister(struct smmu_cpu *cpu);
  */
 SMMU_API int smmu_cpu_offline(struct smmu_cpu *cpu);
 SMMU_API int smmu_cpu_online(struct smmu_cpu *cpu);
+
+/*
+ * smmu_quiescent: a quiescent state of an RCU-mode mm - the CPU holds no
+ * translation it relies on across this call.  It announces the state to
+ * the grace-period machinery and then drops the TLB entries that flushes
+ * since its last quiescent state removed.  Call it between accesses,
+ * regularly (a safepoint, every thousand accesses...).  In signal mode it
+ * does nothing.
+ * Errors: -EINVAL (NULL, or the CPU is offline), -EPERM (not the calling
+ * thread's CPU).  Thread: cpu's owner.  Blocks: never.
+ */
+SMMU_API int smmu_quiescent(struct smmu_cpu *cpu);
 
 /* The calling thread's CPU, or NULL.  Thread: any.  Blocks: never. */
 SMMU_API struct smmu_cpu *smmu_cpu_self(void);

@@ -38,7 +38,10 @@ struct smmu_mm;
 	X(shootdowns_nested, "gathers that found another in flight: full flush")        \
 	X(signals_sent, "shootdown signals sent to other CPUs")                        \
 	X(signals_received, "shootdown signals handled")                               \
-	X(acks_deferred, "shootdowns acknowledged at the end of an interrupted access")
+	X(acks_deferred, "shootdowns acknowledged at the end of an interrupted access") \
+	X(grace_periods, "RCU grace periods waited for")                               \
+	X(deferred_frees, "RCU deferred mode: batches freed by call_rcu")              \
+	X(deferred_bound_waits, "RCU deferred mode: waits because the backlog was full")
 
 struct smmu_stats {
 #define SMMU__STATS_FIELD(name, desc) uint64_t name;

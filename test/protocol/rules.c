@@ -14,7 +14,9 @@
  *   rule2: acknowledgements are a maximum: a deferred acknowledgement of an
  *          older request does not undo a newer one;
  *   rule3: the handler clears "signal pending" before it reads the mailbox;
- *   rule4: the initiator merges its request before it reads that flag.
+ *   rule4: the initiator merges its request before it reads that flag;
+ *   rule5: (RCU modes) smmu_quiescent announces the quiescent state before
+ *          it compares the flush generation.
  */
 #include <criterion/criterion.h>
 
@@ -66,6 +68,10 @@ static smmu_addr_t P(int i)
 
 static void hook(enum smmu__hook point, struct smmu__cpu *c, int in_handler)
 {
+	if (point == SMMU_HOOK_RCU_LOGGED && atomic_load(&rule) == 5) {
+		atomic_store(&i2_posted, 1);
+		return;
+	}
 	if (c != x)
 		return;
 	switch (atomic_load(&rule)) {
@@ -98,6 +104,12 @@ static void hook(enum smmu__hook point, struct smmu__cpu *c, int in_handler)
 			await(&i2_posted);
 		} else if (point == SMMU_HOOK_POSTED && pthread_equal(pthread_self(), i2_thread)) {
 			atomic_store(&i2_posted, 1);
+		}
+		break;
+	case 5:
+		if (point == SMMU_HOOK_QUIESCENT && atomic_exchange(&armed, 0)) {
+			atomic_store(&x_in_handler, 1);
+			await(&i2_posted); /* the initiator advances the generation here */
 		}
 		break;
 	case 4:
@@ -302,4 +314,56 @@ Test(rules, rule4_merge_before_flag, .init = setup, .fini = teardown, .timeout =
 	pthread_join(i1, NULL);
 	pthread_join(t, NULL);
 	pthread_join(i2_thread, NULL);
+}
+
+/* ---- rule 5 */
+
+static atomic_int rule5_result = 1;
+
+static void *rule5_x(void *arg)
+{
+	(void)arg;
+	register_x();
+	uint64_t v;
+	smmu_try_load64(&x->pub, P(4), &v); /* P4 cached */
+	atomic_store(&armed, 1);
+	smmu_quiescent(&x->pub); /* stops between announce and compare */
+	atomic_store(&rule5_result, smmu_try_load64(&x->pub, P(4), &v));
+	while (!atomic_load(&stop_x))
+		smmu_quiescent(&x->pub); /* lets the grace period end */
+	smmu_cpu_unregister(&x->pub);
+	return NULL;
+}
+
+static void *rule5_unmap(void *arg)
+{
+	(void)arg;
+	smmu_munmap(mm, P(4), 4096);
+	atomic_store(&done_i2, 1);
+	return NULL;
+}
+
+Test(rules, rule5_quiescent_announces_before_compare, .timeout = 20)
+{
+	struct smmu_pool_config cfg = { .size = 1 << 20, .flags = SMMU_POOL_POISON };
+	struct smmu_mm_config mc = { .mode = SMMU_SHOOTDOWN_RCU };
+	cr_assert_eq(smmu_pool_create(&cfg, &pool), 0);
+	cr_assert_eq(smmu_mm_create_ex(pool, &mc, &mm), 0);
+	cr_assert_eq(smmu_mmap(mm, 0, 8 * 4096, SMMU_PROT_READ | SMMU_PROT_WRITE, SMMU_MAP_POPULATE, &pages), 0);
+	smmu__test_hook = hook;
+	atomic_store(&rule, 5);
+	pthread_t t, u;
+	pthread_create(&t, NULL, rule5_x, NULL);
+	cr_assert(await(&x_in_handler), "X never reached its quiescent state");
+	pthread_create(&u, NULL, rule5_unmap, NULL);
+	while (atomic_load(&rule5_result) == 1)
+		;
+	int got = atomic_load(&rule5_result);
+	atomic_store(&stop_x, 1);
+	pthread_join(u, NULL);
+	pthread_join(t, NULL);
+	cr_assert_eq(got, -EFAULT,
+		     "RULE 5 VIOLATED: after its quiescent state, X used a translation a grace period was waiting on (got %d)",
+		     got);
+	teardown();
 }

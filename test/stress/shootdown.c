@@ -18,6 +18,10 @@
  * (concurrent gathers on one mm).
  *
  * usage: stress-shootdown [--seconds S] [--readers K] [--writers W] [--seed N]
+ *                         [--mode signal|rcu|rcu-deferred]
+ * In the RCU modes readers and writers call smmu_quiescent between batches,
+ * and in deferred mode a reader may use a translation until its next
+ * quiescent state (the checks use what was published before it).
  * Exit status 0 with zero violations, 1 otherwise.
  */
 #include <softmmu/softmmu.h>
@@ -88,20 +92,46 @@ static void check_stamp(unsigned slot, uint64_t v, uint32_t dead)
 		violation("load through a translation whose munmap had returned", slot, v);
 }
 
+static enum smmu_shootdown_mode mode = SMMU_SHOOTDOWN_SIGNAL;
+
+/* What a reader may assume of a slot.  Signal and RCU strict mode: what the
+ * writers published before the access (their munmap / mprotect returned).
+ * RCU deferred mode: what they had published before the reader's last
+ * quiescent state - a translation may live until the next one. */
+struct view {
+	uint32_t dead[NSLOTS], ro[NSLOTS];
+};
+
+static void snapshot(struct view *w)
+{
+	for (unsigned i = 0; i < NSLOTS; i++) {
+		w->dead[i] = atomic_load(&unmapped[i]);
+		w->ro[i] = atomic_load(&readonly[i]);
+	}
+}
+
 static void *reader(void *arg)
 {
 	uint64_t seed = (uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
 	unsigned id = (unsigned)(uintptr_t)arg;
 	struct smmu_cpu *cpu;
-	if (smmu_cpu_register(mm, &cpu))
+	struct view *w = calloc(1, sizeof(*w));
+	if (!w || smmu_cpu_register(mm, &cpu))
 		abort();
 	unsigned long n = 0, ns = 0;
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		if (mode != SMMU_SHOOTDOWN_SIGNAL) {
+			/* Snapshot first, then the quiescent state: every change
+			 * in the snapshot was made before it compared. */
+			snapshot(w);
+			smmu_quiescent(cpu);
+		}
 		for (int i = 0; i < 256; i++) {
 			unsigned slot = (unsigned)(rng(&seed) % NSLOTS);
 			smmu_addr_t a = base + slot * page;
-			uint32_t dead = atomic_load(&unmapped[slot]);
-			uint32_t ro = atomic_load(&readonly[slot]);
+			bool deferred = mode == SMMU_SHOOTDOWN_RCU_DEFERRED;
+			uint32_t dead = deferred ? w->dead[slot] : atomic_load(&unmapped[slot]);
+			uint32_t ro = deferred ? w->ro[slot] : atomic_load(&readonly[slot]);
 			uint64_t v, v2;
 			if (smmu_try_load64(cpu, a, &v))
 				continue;
@@ -118,6 +148,8 @@ static void *reader(void *arg)
 			ns++;
 		}
 		if ((rng(&seed) & 63) == 0) {
+			if (mode == SMMU_SHOOTDOWN_RCU_DEFERRED)
+				snapshot(w); /* coming online catches up, as a quiescent state */
 			smmu_cpu_offline(cpu);
 			smmu_cpu_online(cpu);
 		}
@@ -125,6 +157,7 @@ static void *reader(void *arg)
 	atomic_fetch_add(&checked, n);
 	atomic_fetch_add(&stores_checked, ns);
 	smmu_cpu_unregister(cpu);
+	free(w);
 	return NULL;
 }
 
@@ -215,6 +248,8 @@ static void *writer(void *arg)
 		}
 		}
 		unlock_range(s, k);
+		if (mode != SMMU_SHOOTDOWN_SIGNAL)
+			smmu_quiescent(cpu); /* a writer is a CPU too: grace periods wait for it */
 	}
 	check(smmu_cpu_unregister(cpu), "unregister");
 	return NULL;
@@ -234,8 +269,17 @@ int main(int argc, char **argv)
 			writers = (unsigned)atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--seed"))
 			seed = strtoul(argv[i + 1], NULL, 0);
+		else if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "signal"))
+			mode = SMMU_SHOOTDOWN_SIGNAL;
+		else if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "rcu"))
+			mode = SMMU_SHOOTDOWN_RCU;
+		else if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "rcu-deferred"))
+			mode = SMMU_SHOOTDOWN_RCU_DEFERRED;
 		else {
-			fprintf(stderr, "usage: %s [--seconds S] [--readers K] [--writers W] [--seed N]\n", argv[0]);
+			fprintf(stderr,
+				"usage: %s [--seconds S] [--readers K] [--writers W] [--seed N] "
+				"[--mode signal|rcu|rcu-deferred]\n",
+				argv[0]);
 			return 2;
 		}
 	}
@@ -246,7 +290,8 @@ int main(int argc, char **argv)
 	struct smmu_pool *pool;
 	struct smmu_pool_config cfg = { .size = (NSLOTS + 64) * 4096, .flags = SMMU_POOL_POISON };
 	check(smmu_pool_create(&cfg, &pool), "pool");
-	check(smmu_mm_create(pool, &mm), "mm");
+	struct smmu_mm_config mc = { .mode = mode };
+	check(smmu_mm_create_ex(pool, &mc, &mm), "mm");
 	page = smmu_mm_page_size(mm);
 	check(smmu_mmap(mm, 0, NSLOTS * page, SMMU_PROT_NONE, 0, &base), "reserve");
 	check(smmu_munmap(mm, base, NSLOTS * page), "unreserve");
@@ -265,15 +310,18 @@ int main(int argc, char **argv)
 	struct smmu_stats st;
 	check(smmu_stats_get(mm, &st), "stats");
 	check(smmu_munmap(mm, base, NSLOTS * page), "final munmap");
+	check(smmu_mm_destroy(mm), "mm destroy"); /* waits for deferred frees */
 	size_t free_frames = smmu_pool_free_frames(pool), frames = smmu_pool_frames(pool);
-	check(smmu_mm_destroy(mm), "mm destroy");
 	check(smmu_pool_destroy(pool), "pool destroy");
 
-	printf("stress-shootdown: %.1f s, %u readers, %u writers, seed %lu\n", seconds, readers, writers, seed);
+	static const char *const names[] = { "signal", "rcu", "rcu-deferred" };
+	printf("stress-shootdown: %s mode, %.1f s, %u readers, %u writers, seed %lu\n", names[mode], seconds, readers,
+	       writers, seed);
 	printf("  loads checked %lu, stores checked %lu, shootdowns %" PRIu64 " (nested %" PRIu64
-	       "), signals sent %" PRIu64 ", deferred acks %" PRIu64 ", frames freed %" PRIu64 "\n",
+	       "), signals sent %" PRIu64 ", deferred acks %" PRIu64 ", grace periods %" PRIu64
+	       ", deferred frees %" PRIu64 ", frames freed %" PRIu64 "\n",
 	       atomic_load(&checked), atomic_load(&stores_checked), st.shootdowns, st.shootdowns_nested,
-	       st.signals_sent, st.acks_deferred, st.frames_freed);
+	       st.signals_sent, st.acks_deferred, st.grace_periods, st.deferred_frees, st.frames_freed);
 	printf("  violations %lu\n", atomic_load(&violations));
 	if (free_frames != frames) {
 		printf("  LEAK: %zu of %zu frames free at the end\n", free_frames, frames);

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SMMU_LIB_STALL_H
+#define SMMU_LIB_STALL_H
+
+/*
+ * Stall reports for the RCU modes: a watchdog thread per RCU-mode mm wakes
+ * every quarter of the stall time; while something waits for a grace
+ * period (a thread in a grace-period wait, or deferred frees pending), it
+ * reports each online CPU whose last quiescent state is older than the
+ * stall time - once, until that CPU passes a quiescent state again.
+ * Lock order: the watchdog takes mm->cpus_lock alone and calls the
+ * callback with no lock held.
+ */
+
+#include <stdint.h>
+
+#include <softmmu/softmmu.h>
+
+struct smmu__cpu;
+
+uint64_t smmu__now_ns(void);
+
+/* Start / stop the watchdog of an RCU-mode mm.  -ENOMEM / -EAGAIN. */
+int smmu__watchdog_start(struct smmu_mm *mm, const struct smmu_mm_config *cfg);
+void smmu__watchdog_stop(struct smmu_mm *mm);
+
+/* A CPU passed a quiescent state (or came online): its stall, if any, ends. */
+void smmu__stall_clear(struct smmu__cpu *c);
+
+#endif
