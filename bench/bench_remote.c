@@ -28,6 +28,7 @@ static uint64_t spin_cpu(struct bench_remote *r, uint64_t n)
 {
 	struct smmu_cpu *cpu = r->cpu;
 	smmu_addr_t base = r->base;
+	unsigned every = r->quiesce_every, left = every;
 
 	while (__atomic_load_n(&r->cmd, __ATOMIC_RELAXED) == CMD_RUN) {
 		unsigned k = (unsigned)n & (BENCH_REMOTE_PAGES - 1);
@@ -39,6 +40,10 @@ static uint64_t spin_cpu(struct bench_remote *r, uint64_t n)
 		if (r->touch && !(n & 7))
 			smmu_try_load64(cpu, r->touch, &v); /* touch is unmapped at times: may fail */
 		__atomic_store_n(&r->loads, ++n, __ATOMIC_RELAXED);
+		if (every && --left == 0) {
+			left = every;
+			BENCH_CHECK(smmu_quiescent(cpu)); /* between accesses: a safepoint */
+		}
 	}
 	return n;
 }
@@ -173,6 +178,14 @@ void bench_remote_start(struct bench_remote *r, enum bench_remote_kind kind, con
 	pthread_attr_destroy(&attr);
 	r->have_clock = pthread_getcpuclockid(r->th, &r->clock) == 0;
 	remote_wait_state(r, ST_PARKED, "parked after start");
+}
+
+void bench_remote_set_quiescent(struct bench_remote *r, unsigned every)
+{
+	if (r->kind != BENCH_REMOTE_CPU)
+		bench_die("remote %s: only a CPU remote calls smmu_quiescent", r->name);
+	/* parked: it reads this after it is woken (under its mutex) */
+	r->quiesce_every = every;
 }
 
 void bench_remote_run(struct bench_remote *r)

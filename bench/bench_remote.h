@@ -12,21 +12,27 @@
  * checks the values: page k must hold bench_remote_want(k) at offset 0.
  *   BENCH_REMOTE_CPU      a thread registered as a CPU of an mm, smmu_load64
  *                         loop over the area in the mm (and, if touch is
- *                         set, smmu_try_load64 of touch every 8th load);
+ *                         set, smmu_try_load64 of touch every 8th load; if
+ *                         quiesce_every is set, smmu_quiescent after every
+ *                         quiesce_every loads: the CPU of an RCU-mode mm);
  *   BENCH_REMOTE_HOST     a plain thread, relaxed atomic 64-bit loads of the
  *                         area in the process;
  *   BENCH_REMOTE_OFFLINE  a CPU of the mm that loads the area and probe once,
  *                         goes offline and sleeps; on stop it comes back
  *                         online and tries probe (probe_err, probe_val).
  * Between runs a remote is parked: blocked on a condition variable, and a
- * CPU offline first (so it gets no signal).
+ * CPU offline first (so it gets no signal, and an RCU-mode mm's grace
+ * periods do not wait for it: a parked online QSBR reader would hold every
+ * grace period forever).
  *
  * The main thread waits for a remote by spinning with sched_yield, never by
  * blocking: it is an online CPU of the mm and the only thread that changes
  * mappings, so nobody waits for it meanwhile; it does not go offline
  * because coming back online after its own flushes would flush its whole
- * TLB.  A state change that takes more than 10 s, or a wrong value loaded,
- * stops the bench (bench_die).
+ * TLB.  (Of an RCU-mode mm, whose grace periods would wait for it, the
+ * main thread of bench-shootdown is online only while it works on the mm.)
+ * A state change that takes more than 10 s, or a wrong value loaded, stops
+ * the bench (bench_die).
  */
 
 #include <softmmu/softmmu.h>
@@ -55,10 +61,11 @@ struct bench_remote {
 	char name[32];
 	enum bench_remote_kind kind;
 	struct smmu_mm *mm;
-	smmu_addr_t base;     /* CPU / OFFLINE: the area in the mm */
-	smmu_addr_t probe;    /* OFFLINE: loaded before going offline and tried after */
-	smmu_addr_t touch;    /* CPU: also load this page every 8th load, 0: never; set while parked */
-	const uint64_t *host; /* HOST: the area in the process */
+	smmu_addr_t base;       /* CPU / OFFLINE: the area in the mm */
+	smmu_addr_t probe;      /* OFFLINE: loaded before going offline and tried after */
+	smmu_addr_t touch;      /* CPU: also load this page every 8th load, 0: never; set while parked */
+	unsigned quiesce_every; /* CPU: smmu_quiescent after every this many loads, 0: never; set while parked */
+	const uint64_t *host;   /* HOST: the area in the process */
 	struct smmu_cpu *cpu;
 	pthread_t th;
 	clockid_t clock; /* its CPU-time clock */
@@ -80,6 +87,11 @@ struct bench_remote {
  */
 void bench_remote_start(struct bench_remote *r, enum bench_remote_kind kind, const char *name, struct smmu_mm *mm,
 			smmu_addr_t base, smmu_addr_t probe, const uint64_t *host, int cpu);
+
+/* CPU remote r (parked) calls smmu_quiescent after every `every` loads
+ * from its next run on (0: never, the default).  An RCU-mode mm's CPU
+ * remotes need it, or munmap waits for them forever. */
+void bench_remote_set_quiescent(struct bench_remote *r, unsigned every);
 
 /* Start r loading and return once it has been seen to load. */
 void bench_remote_run(struct bench_remote *r);

@@ -17,6 +17,7 @@ PACKAGES=(
 	liburcu-dev     # RCU shootdown (QSBR)
 	libjemalloc-dev # the library's allocator
 	libcriterion-dev
+	gnuplot-nox     # scripts/plots.sh: the README's charts
 )
 PACKAGES+=("$@")
 
