@@ -214,10 +214,9 @@ static void deferred_free_cb(struct rcu_head *head)
 static bool defer_free(struct smmu__gather *g)
 {
 	struct smmu_mm *mm = g->mm;
-	size_t n = smmu__gather_count(g, NULL), frames = 0;
+	size_t frames = 0, n = smmu__gather_count(g, &frames);
 	if (!n || no_cpus(mm))
 		return false; /* free now: nobody can reach it */
-	smmu__gather_count(g, &frames);
 	struct deferred_free *d = NULL;
 	if (atomic_load(&mm->deferred_frames) + frames <= mm->deferred_max)
 		d = smmu__malloc(sizeof(*d) + n * sizeof(uint64_t));
