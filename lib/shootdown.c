@@ -28,6 +28,11 @@ uint64_t smmu__flush_log(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end)
 	return gen;
 }
 
+bool smmu__flush_is_wide(const struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end)
+{
+	return start >= end || end - start > (uint64_t)SMMU_FLUSH_CEILING * mm->page_size;
+}
+
 void smmu__tlb_catch_up(struct smmu__cpu *c)
 {
 	struct smmu_mm *mm = c->mm;
@@ -47,7 +52,7 @@ void smmu__tlb_catch_up(struct smmu__cpu *c)
 	}
 	pthread_mutex_unlock(&mm->log_lock);
 	for (size_t i = 0; i < n && !all; i++)
-		all = rec[i].end - rec[i].start > (uint64_t)SMMU_FLUSH_CEILING * mm->page_size;
+		all = smmu__flush_is_wide(mm, rec[i].start, rec[i].end);
 	if (all) {
 		smmu__tlb_flush_all_local(c);
 	} else {

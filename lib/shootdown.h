@@ -46,6 +46,10 @@ extern const struct smmu__shootdown_ops smmu__shootdown_signal;
 extern const struct smmu__shootdown_ops smmu__shootdown_rcu;
 extern const struct smmu__shootdown_ops smmu__shootdown_rcu_deferred;
 
+/* Whether flushing [start, end) page by page costs more than a full flush:
+ * wider than SMMU_FLUSH_CEILING pages (or an empty or inverted range). */
+bool smmu__flush_is_wide(const struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end);
+
 /* Bring c's TLB up to mm's flush generation (online, quiescent): from the
  * mm's log of recent flushes, or all of it when too far behind. */
 void smmu__tlb_catch_up(struct smmu__cpu *c);

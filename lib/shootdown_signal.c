@@ -142,10 +142,10 @@ static void flush_range_or_all(struct smmu__cpu *c, uint64_t s, uint64_t e)
 		return; /* nothing merged since the last take */
 	/* A torn take (one bound from a request still being merged) or a large
 	 * range: flush everything, which covers whatever was merged. */
-	if (s < e && e - s <= (uint64_t)SMMU_FLUSH_CEILING * c->mm->page_size)
-		smmu__tlb_flush_range_local(c, s, e);
-	else
+	if (smmu__flush_is_wide(c->mm, s, e))
 		smmu__tlb_flush_all_local(c);
+	else
+		smmu__tlb_flush_range_local(c, s, e);
 }
 
 static void ack(struct smmu__cpu *c, uint32_t seq, int in_handler)

@@ -3,9 +3,9 @@
 #define SMMU_LIB_STATS_INTERNAL_H
 
 /* Counters generated from SMMU_STATS_LIST.  A CPU's counters are written by
- * its owner only (smmu__count); an mm's are written by any thread
- * (atomic add) and hold departed CPUs' totals and work done by threads
- * that are not CPUs of the mm. */
+ * its owner and its shootdown handler (smmu__cpu_count, an atomic add); an
+ * mm's are written by any thread (atomic add) and hold departed CPUs'
+ * totals and work done by threads that are not CPUs of the mm. */
 
 #include <softmmu/stats.h>
 

@@ -36,13 +36,6 @@ __attribute__((noreturn, format(printf, 3, 4))) void smmu__die(const char *file,
 #define SMMU_CPU_MAGIC 0x736d6d7563707521ull  /* "smmucpu!" */
 #define SMMU_DEAD_MAGIC 0xdeaddeaddeaddeadull
 
-/* A counter written by one thread and summed by others: relaxed atomics,
- * which compile to a plain load, add and store. */
-static inline void smmu__count(_Atomic uint64_t *c, uint64_t n)
-{
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
-}
-
 static inline int smmu__is_pow2(uint64_t x)
 {
 	return x && !(x & (x - 1));
