@@ -244,6 +244,16 @@ static int cpu_attach(struct smmu__cpu *c)
 	}
 	sig_users++;
 	pthread_mutex_unlock(&sig_lock);
+#if SMMU_TSAN
+	/* ThreadSanitizer's runtime (GCC 12's libtsan) creates a thread's
+	 * signal context lazily, without a compare-and-swap: a signal that
+	 * lands while the thread's first blocking call creates it is recorded
+	 * in a context that is then overwritten, and lost - its initiator
+	 * waits forever.  A blocking call now, before any initiator can find
+	 * this CPU, creates the context while nobody signals us. */
+	struct timespec zero = { 0, 0 };
+	nanosleep(&zero, NULL);
+#endif
 	/* The thread must be able to take the signal. */
 	sigset_t set;
 	sigemptyset(&set);
@@ -252,11 +262,17 @@ static int cpu_attach(struct smmu__cpu *c)
 	return 0;
 }
 
+static void cpu_offline(struct smmu__cpu *c);
+
 static void cpu_detach(struct smmu__cpu *c)
 {
 	/* Out of the mm's list already: no new initiator can take a reference.
-	 * Those that hold one may wait for our acknowledgement, which the
-	 * handler still gives while we wait here. */
+	 * Those that hold one stop waiting once we are offline - a leaving CPU
+	 * makes no more accesses, so it owes nobody a flush - so leaving never
+	 * depends on a signal still in flight.  The handler answers anyway
+	 * until we are gone. */
+	atomic_store(&c->online, false);
+	cpu_offline(c);
 	while (atomic_load(&c->sd_refs)) {
 		struct timespec ts = { 0, 1000 }; /* a sleep: signals are taken during it */
 		nanosleep(&ts, NULL);

@@ -24,6 +24,7 @@
  * quiescent state (the checks use what was published before it).
  * Exit status 0 with zero violations, 1 otherwise.
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <softmmu/softmmu.h>
 
 #include <errno.h>
@@ -304,8 +305,19 @@ int main(int argc, char **argv)
 	struct timespec ts = { (time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9) };
 	nanosleep(&ts, NULL);
 	atomic_store(&stop, true);
-	for (unsigned i = 0; i < readers + writers; i++)
-		pthread_join(t[i], NULL);
+	/* A thread that does not finish within a minute of the stop is a hang
+	 * (a lost acknowledgement, a deadlock): fail with a message, long
+	 * before ctest's timeout would. */
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 60;
+	for (unsigned i = 0; i < readers + writers; i++) {
+		if (pthread_timedjoin_np(t[i], NULL, &deadline)) {
+			fprintf(stderr, "HANG: %s %u still running 60 s after the stop\n",
+				i < readers ? "reader" : "writer", i < readers ? i : i - readers);
+			abort();
+		}
+	}
 
 	struct smmu_stats st;
 	check(smmu_stats_get(mm, &st), "stats");
