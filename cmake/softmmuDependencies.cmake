@@ -6,7 +6,7 @@
 # In:  SOFTMMU_WITH_JEMALLOC (0 or 1; 0 in AddressSanitizer builds)
 #      SOFTMMU_DEPS_CONSUMER (set by softmmuConfig.cmake: a missing
 #      dependency falls back to -l<name> instead of stopping)
-# Out: Threads::Threads, softmmu_deps::{urcu_qsbr,urcu,jemalloc},
+# Out: Threads::Threads, softmmu_deps::{urcu_qsbr,urcu,urcu_bp,jemalloc},
 #      SOFTMMU_DEPENDENCY_TARGETS, SOFTMMU_DEP_<name>_FROM_PKGCONFIG
 
 set(THREADS_PREFER_PTHREAD_FLAG ON)
@@ -47,7 +47,8 @@ endmacro()
 
 _smmu_dep(urcu_qsbr liburcu-qsbr urcu-qsbr)
 _smmu_dep(urcu liburcu urcu)
-set(SOFTMMU_DEPENDENCY_TARGETS Threads::Threads softmmu_deps::urcu_qsbr softmmu_deps::urcu)
+_smmu_dep(urcu_bp liburcu-bp urcu-bp) # MMU notifier lists (any thread may read them)
+set(SOFTMMU_DEPENDENCY_TARGETS Threads::Threads softmmu_deps::urcu_qsbr softmmu_deps::urcu softmmu_deps::urcu_bp)
 
 if(SOFTMMU_WITH_JEMALLOC)
 	_smmu_dep(jemalloc jemalloc jemalloc)

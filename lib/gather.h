@@ -12,6 +12,7 @@
  *   2. flush: every TLB that may hold an entry for the range drops it
  *      (smmu__flush_mm: the calling CPU now; remote CPUs when shootdown
  *      lands) and the mm's flush generation advances;
+ *      then the secondary TLBs (MMU notifiers of the change, g->notify);
  *   3. only then free: drop the frames' references (back to the pool at
  *      zero) and free the table pages - now, or, when the back-end defers
  *      it (RCU deferred mode), from a call_rcu callback after the grace
@@ -69,6 +70,7 @@ struct smmu__gather {
 	bool freed_tables;      /* table pages unhooked: walkers must be flushed */
 	bool keep_tables;       /* zap leaves emptied table pages in place */
 	uint32_t cpus;          /* CPU bits (pgtable.h) of the entries to flush */
+	struct smmu__notify_op *notify; /* the change's notifiers, or NULL */
 	unsigned nbatches;      /* heap batches allocated */
 	struct smmu__gather_batch *active;
 	struct smmu__gather_batch local;

@@ -140,16 +140,19 @@ SMMU_API int smmu_mm_create_ex(struct smmu_pool *pool, const struct smmu_mm_conf
 	pthread_mutex_init(&mm->cpus_lock, NULL);
 	pthread_mutex_init(&mm->log_lock, NULL);
 	smmu__regions_init(&mm->regions);
-	if (cfg->mode != SMMU_SHOOTDOWN_SIGNAL) {
-		int err = smmu__watchdog_start(mm, cfg);
-		if (err) {
-			pthread_rwlock_destroy(&mm->lock);
-			pthread_mutex_destroy(&mm->cpus_lock);
-			pthread_mutex_destroy(&mm->log_lock);
-			smmu__free(mm->root, SMMU_PT_TABLE_SIZE);
-			smmu__free(mm, sizeof(*mm));
-			return err;
-		}
+	int err = smmu__notify_init(mm);
+	if (!err && cfg->mode != SMMU_SHOOTDOWN_SIGNAL) {
+		err = smmu__watchdog_start(mm, cfg);
+		if (err)
+			smmu__notify_fini(mm);
+	}
+	if (err) {
+		pthread_rwlock_destroy(&mm->lock);
+		pthread_mutex_destroy(&mm->cpus_lock);
+		pthread_mutex_destroy(&mm->log_lock);
+		smmu__free(mm->root, SMMU_PT_TABLE_SIZE);
+		smmu__free(mm, sizeof(*mm));
+		return err;
 	}
 	smmu__pool_mm_attach(pool);
 	mm->magic = SMMU_MM_MAGIC;
@@ -169,6 +172,8 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm)
 	mm->magic = SMMU_DEAD_MAGIC;
 	pthread_mutex_unlock(&mm->cpus_lock);
 
+	/* Subscribers drop what they cache, once, before the frames go. */
+	smmu__notify_release(mm);
 	/* Whole-mm teardown: no CPU is left, so one pass and one flush. */
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_FULLMM);
@@ -179,6 +184,7 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm)
 	smmu__watchdog_stop(mm);
 
 	smmu__regions_fini(&mm->regions);
+	smmu__notify_fini(mm);
 	pthread_rwlock_destroy(&mm->lock);
 	pthread_mutex_destroy(&mm->cpus_lock);
 	pthread_mutex_destroy(&mm->log_lock);
@@ -280,12 +286,16 @@ static void populate_commit(struct smmu_mm *mm, smmu_addr_t start, int prot, str
  * in place, which must not be freed as empty meanwhile. */
 static void unmap_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, bool keep_tables)
 {
+	struct smmu__notify_op nop;
+	smmu__notify_start(mm, &nop, start, end, SMMU_NOTIFY_UNMAP, true); /* blockable: cannot fail */
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.keep_tables = keep_tables;
+	g.notify = &nop;
 	smmu__pt_zap(mm, &g, start, end);
 	smmu__regions_remove(&mm->regions, start, end);
 	smmu__gather_finish(&g);
+	smmu__notify_end(&nop);
 }
 
 SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags, smmu_addr_t *out)
@@ -310,6 +320,8 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 
 	const bool populate = (flags & SMMU_MAP_POPULATE) && prot != SMMU_PROT_NONE;
 	struct populate pop = { 0 };
+	if (smmu__notify_in_callback(mm))
+		return -EDEADLK; /* the change that called us holds mm->lock */
 	smmu__mm_wrlock(mm);
 	int err = smmu__regions_reserve(&mm->regions, 2);
 	if (err)
@@ -347,61 +359,94 @@ out:
 	return err;
 }
 
-SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len)
+/* mm->lock exclusively for a change; SMMU_OP_NONBLOCK only tries.  0 or
+ * -EAGAIN; -EDEADLK from inside a notifier callback of mm. */
+static int lock_for_change(struct smmu_mm *mm, unsigned flags)
+{
+	if (smmu__notify_in_callback(mm))
+		return -EDEADLK;
+	if (!(flags & SMMU_OP_NONBLOCK)) {
+		smmu__mm_wrlock(mm);
+		return 0;
+	}
+	return pthread_rwlock_trywrlock(&mm->lock) ? -EAGAIN : 0;
+}
+
+SMMU_API int smmu_munmap_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, unsigned flags)
 {
 	smmu_addr_t end;
-	if (!smmu__mm_check_live(mm))
+	if (!smmu__mm_check_live(mm) || (flags & ~SMMU_OP_NONBLOCK))
 		return -EINVAL;
 	int err = check_range(mm, addr, len, &end);
-	if (err)
+	if (err || (err = lock_for_change(mm, flags)))
 		return err;
-	smmu__mm_wrlock(mm);
+	struct smmu__notify_op nop;
 	err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
+	if (!err)
+		err = smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_UNMAP, !(flags & SMMU_OP_NONBLOCK));
 	if (err) {
 		pthread_rwlock_unlock(&mm->lock);
 		return err;
 	}
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	g.notify = &nop;
 	smmu__pt_zap(mm, &g, addr, end);
 	smmu__regions_remove(&mm->regions, addr, end);
 	pthread_rwlock_unlock(&mm->lock);
 	/* Shoot down and free without the lock: faults elsewhere go on. */
 	smmu__gather_finish(&g);
+	smmu__notify_end(&nop);
 	return 0;
 }
 
-SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot)
+SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len)
+{
+	return smmu_munmap_ex(mm, addr, len, 0);
+}
+
+SMMU_API int smmu_mprotect_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, unsigned flags)
 {
 	smmu_addr_t end;
-	if (!smmu__mm_check_live(mm) || check_prot(prot))
+	if (!smmu__mm_check_live(mm) || check_prot(prot) || (flags & ~SMMU_OP_NONBLOCK))
 		return -EINVAL;
 	int err = check_range(mm, addr, len, &end);
-	if (err)
+	if (err || (err = lock_for_change(mm, flags)))
 		return err;
-	smmu__mm_wrlock(mm);
+	struct smmu__notify_op nop;
 	if (!smmu__regions_covered(&mm->regions, addr, end)) {
 		err = -ENOMEM;
 	} else {
 		err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
 	}
+	if (!err)
+		err = smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_PROTECTION, !(flags & SMMU_OP_NONBLOCK));
 	if (err) {
 		pthread_rwlock_unlock(&mm->lock);
 		return err;
 	}
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	g.notify = &nop;
 	smmu__pt_change_prot(mm, &g, addr, end, prot);
 	smmu__regions_set_prot(&mm->regions, addr, end, prot);
 	pthread_rwlock_unlock(&mm->lock);
 	smmu__gather_finish(&g);
+	smmu__notify_end(&nop);
 	return 0;
+}
+
+SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot)
+{
+	return smmu_mprotect_ex(mm, addr, len, prot, 0);
 }
 
 SMMU_API int smmu_mm_find(struct smmu_mm *mm, smmu_addr_t addr, struct smmu_region *out)
 {
 	if (!smmu__mm_check_live(mm) || !out)
 		return -EINVAL;
+	if (smmu__notify_in_callback(mm))
+		return -EDEADLK;
 	int err = -ENOENT;
 	smmu__mm_rdlock(mm);
 	size_t i = smmu__regions_lower_bound(&mm->regions, addr);

@@ -8,6 +8,7 @@
  * Lock order (outermost first; checked by convention and by the debug
  * build's assertions where cheap):
  *   mm->lock (mapping lock, rwlock)
+ *     mm->notify.lock, mm->notify.seq_lock (notifier.c; never both)
  *     mm->cpus_lock
  *       pool->lock
  *         pcache->lock
@@ -27,6 +28,7 @@
 
 #include <softmmu/types.h>
 
+#include "notifier.h"
 #include "pgtable.h"
 #include "region.h"
 #include "stats_internal.h"
@@ -83,6 +85,9 @@ struct smmu_mm {
 
 	/* Departed CPUs' counters and non-CPU callers' work.  Sync: atomic add. */
 	struct smmu__counters counters;
+
+	/* MMU notifier subscriptions (notifier.c). */
+	struct smmu__notify notify;
 };
 
 #define SMMU_MM_MIN_ADDR 0x10000ull /* 64 KiB: low addresses always fault (or one page, if larger) */

@@ -182,45 +182,89 @@ static bool prot_reduced(smmu_pte_t old, smmu_pte_t new)
 	return (old & SMMU_PTE_WRITE) && !(new & SMMU_PTE_WRITE);
 }
 
-static void change_prot_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
-			      smmu_addr_t base, smmu_addr_t start, smmu_addr_t end, smmu_pte_t bits)
+/* Call leaf(slot, addr, ctx) for every leaf slot of [start, end) whose
+ * tables exist (the range within the table t at `level` based at base). */
+typedef void (*leaf_fn)(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ctx);
+
+static void for_each_leaf(unsigned shift, struct smmu__ptable *t, unsigned level, smmu_addr_t base,
+			  smmu_addr_t start, smmu_addr_t end, leaf_fn leaf, void *ctx)
 {
-	unsigned shift = mm->page_shift;
 	uint64_t span = smmu__pt_span(shift, level);
 	unsigned first = (unsigned)((start - base) / span);
 	unsigned last = (unsigned)((end - 1 - base) / span);
-	const smmu_pte_t perm = SMMU_PTE_PRESENT | SMMU_PTE_WRITE | SMMU_PTE_PROTNONE;
 
 	for (unsigned i = first; i <= last; i++) {
-		if (level > 0) {
-			smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_acquire);
-			if (!e)
-				continue;
-			smmu_addr_t cbase = base + i * span;
-			smmu_addr_t cs = start > cbase ? start : cbase;
-			smmu_addr_t ce = end < cbase + span ? end : cbase + span;
-			change_prot_level(mm, g, smmu__pt_child(e), level - 1, cbase, cs, ce, bits);
+		smmu_addr_t cbase = base + i * span;
+		if (level == 0) {
+			leaf(&t->e[i], cbase, ctx);
 			continue;
 		}
-		smmu_pte_t old = atomic_load_explicit(&t->e[i], memory_order_relaxed), new;
-		do {
-			if (!(old & SMMU_PTE_HAS_FRAME))
-				break;
-			new = (old & ~perm) | bits;
-		} while (new != old && !atomic_compare_exchange_weak(&t->e[i], &old, new));
-		if ((old & SMMU_PTE_HAS_FRAME) && prot_reduced(old, (old & ~perm) | bits)) {
-			smmu_addr_t a = base + ((smmu_addr_t)i << shift);
-			smmu__gather_range(g, a, a + ((smmu_addr_t)1 << shift));
-			g->cpus |= smmu__pte_cpus(old);
-		}
+		smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_acquire);
+		if (e)
+			for_each_leaf(shift, smmu__pt_child(e), level - 1, cbase, start > cbase ? start : cbase,
+				      end < cbase + span ? end : cbase + span, leaf, ctx);
 	}
+}
+
+struct leaf_ctx {
+	struct smmu__gather *g; /* NULL: count only */
+	smmu_pte_t bits;
+	uint64_t page_size;
+	size_t n;
+};
+
+/* The cleared or reduced entry old at addr may be in TLBs: flush it. */
+static void record(struct leaf_ctx *x, smmu_addr_t addr, smmu_pte_t old)
+{
+	smmu__gather_range(x->g, addr, addr + x->page_size);
+	x->g->cpus |= smmu__pte_cpus(old);
+}
+
+static void change_prot_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ctx)
+{
+	struct leaf_ctx *x = ctx;
+	const smmu_pte_t perm = SMMU_PTE_PRESENT | SMMU_PTE_WRITE | SMMU_PTE_PROTNONE;
+	smmu_pte_t old = atomic_load_explicit(slot, memory_order_relaxed), new;
+	do {
+		if (!(old & SMMU_PTE_HAS_FRAME))
+			return;
+		new = (old & ~perm) | x->bits;
+	} while (new != old && !atomic_compare_exchange_weak(slot, &old, new));
+	if (prot_reduced(old, (old & ~perm) | x->bits))
+		record(x, addr, old);
 }
 
 void smmu__pt_change_prot(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end, int prot)
 {
 	if (start >= end)
 		return;
-	change_prot_level(mm, g, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, smmu__pte_prot_bits(prot));
+	struct leaf_ctx x = { .g = g, .bits = smmu__pte_prot_bits(prot), .page_size = mm->page_size };
+	for_each_leaf(mm->page_shift, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, change_prot_leaf, &x);
+}
+
+static void clear_bits_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ctx)
+{
+	struct leaf_ctx *x = ctx;
+	smmu_pte_t old = atomic_load_explicit(slot, memory_order_relaxed);
+	if (!(old & SMMU_PTE_HAS_FRAME) || !(old & x->bits))
+		return;
+	x->n++;
+	if (!x->g)
+		return; /* count only */
+	/* A walker may be setting accessed/dirty with its own CAS. */
+	while (!atomic_compare_exchange_weak(slot, &old, old & ~x->bits))
+		;
+	record(x, addr, old);
+}
+
+size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
+			   smmu_pte_t bits)
+{
+	if (start >= end)
+		return 0;
+	struct leaf_ctx x = { .g = g, .bits = bits, .page_size = mm->page_size };
+	for_each_leaf(mm->page_shift, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, clear_bits_leaf, &x);
+	return x.n;
 }
 
 static void free_level(struct smmu__ptable *t, unsigned level)

@@ -40,6 +40,10 @@
  *  6. Tear down in order: CPUs (smmu_cpu_unregister, or thread exit),
  *     then the mm (smmu_mm_destroy), then the pool (smmu_pool_destroy).
  *     Each destroy refuses with -EBUSY while something still uses it.
+ *  7. Secondary TLBs subscribe through MMU notifiers
+ *     (<softmmu/notifier.h>).  Inside a notifier callback of an mm, the
+ *     mapping functions of that mm (mmap, munmap, mprotect, find, ...)
+ *     fail with -EDEADLK: the change that called back holds its lock.
  */
 
 #include <stddef.h>
@@ -49,6 +53,7 @@
 #include <softmmu/types.h>
 #include <softmmu/access.h>
 #include <softmmu/stats.h>
+#include <softmmu/notifier.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Access and dirty tracking: the accessed and dirty bits of the page
+ * table, cleared so that the next access (write) sets them again.
+ *
+ * A CPU's TLB entry stands for a walk that set the accessed bit - and, if
+ * it allows writes, the dirty bit (fault.c fills writable entries only
+ * from dirty PTEs).  A hit sets nothing.  So clearing a bit must flush the
+ * TLBs that hold the page, exactly as reducing a permission does: the
+ * cleared entries go through a gather, to the CPUs whose bits the PTE
+ * carried.  Secondary TLBs are told through their subscriptions:
+ * clear_young / test_young for the accessed state, an SMMU_NOTIFY_CLEAR
+ * invalidation for the dirty state (a mirror that writes through cached
+ * host pointers must translate again to mark the page).
+ */
+#include <errno.h>
+
+#include <softmmu/softmmu.h>
+
+#include "gather.h"
+#include "mm.h"
+#include "notifier.h"
+#include "pgtable.h"
+
+static int check(struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end)
+{
+	if (!smmu__mm_check_live(mm) || addr & (mm->page_size - 1) || len == 0)
+		return -EINVAL;
+	uint64_t rounded = ((uint64_t)len + mm->page_size - 1) & ~(mm->page_size - 1);
+	if (rounded < len || addr + rounded < addr || addr + rounded > mm->va_limit)
+		return -EINVAL;
+	*end = addr + rounded;
+	return smmu__notify_in_callback(mm) ? -EDEADLK : 0;
+}
+
+SMMU_API int smmu_test_young(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *young)
+{
+	smmu_addr_t end;
+	int err = check(mm, addr, len, &end);
+	if (err || !young)
+		return err ? err : -EINVAL;
+	smmu__mm_rdlock(mm);
+	size_t n = smmu__pt_clear_bits(mm, NULL, addr, end, SMMU_PTE_ACCESSED);
+	pthread_rwlock_unlock(&mm->lock);
+	*young = n + (size_t)smmu__notify_young(mm, addr, end, false);
+	return 0;
+}
+
+SMMU_API int smmu_test_and_clear_young(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *young)
+{
+	smmu_addr_t end;
+	int err = check(mm, addr, len, &end);
+	if (err || !young)
+		return err ? err : -EINVAL;
+	smmu__mm_wrlock(mm);
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_ACCESSED);
+	pthread_rwlock_unlock(&mm->lock);
+	smmu__gather_finish(&g);
+	*young = n + (size_t)smmu__notify_young(mm, addr, end, true);
+	return 0;
+}
+
+SMMU_API int smmu_clear_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *was_dirty)
+{
+	smmu_addr_t end;
+	int err = check(mm, addr, len, &end);
+	if (err)
+		return err;
+	smmu__mm_wrlock(mm);
+	struct smmu__notify_op nop;
+	smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_CLEAR, true); /* blockable: cannot fail */
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	g.notify = &nop;
+	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_DIRTY);
+	pthread_rwlock_unlock(&mm->lock);
+	smmu__gather_finish(&g);
+	smmu__notify_end(&nop);
+	if (was_dirty)
+		*was_dirty = n;
+	return 0;
+}
