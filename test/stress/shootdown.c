@@ -55,6 +55,12 @@ static atomic_flag slot_lock[NSLOTS];
 static uint32_t gen_now[NSLOTS];         /* generation mapped now, 0 if none */
 static _Atomic uint32_t unmapped[NSLOTS]; /* highest generation whose unmap returned */
 static _Atomic uint32_t readonly[NSLOTS]; /* generation whose mprotect(READ) returned, 0 if writable */
+/* Times a slot's write access may have come back (mprotect(RW) began, or
+ * a map over it): readonly can go G -> 0 -> G again, and a deferred-mode
+ * reader that saw G before its quiescent state may then hold a writable
+ * translation from between the two - only an unchanged count rules that
+ * out. */
+static _Atomic uint32_t writable_again[NSLOTS];
 static _Atomic uint32_t next_gen = 1;
 
 static uint64_t rng(uint64_t *s)
@@ -100,13 +106,14 @@ static enum smmu_shootdown_mode mode = SMMU_SHOOTDOWN_SIGNAL;
  * RCU deferred mode: what they had published before the reader's last
  * quiescent state - a translation may live until the next one. */
 struct view {
-	uint32_t dead[NSLOTS], ro[NSLOTS];
+	uint32_t dead[NSLOTS], ro[NSLOTS], again[NSLOTS];
 };
 
 static void snapshot(struct view *w)
 {
 	for (unsigned i = 0; i < NSLOTS; i++) {
 		w->dead[i] = atomic_load(&unmapped[i]);
+		w->again[i] = atomic_load(&writable_again[i]);
 		w->ro[i] = atomic_load(&readonly[i]);
 	}
 }
@@ -132,6 +139,7 @@ static void *reader(void *arg)
 			smmu_addr_t a = base + slot * page;
 			bool deferred = mode == SMMU_SHOOTDOWN_RCU_DEFERRED;
 			uint32_t dead = deferred ? w->dead[slot] : atomic_load(&unmapped[slot]);
+			uint32_t again = deferred ? w->again[slot] : atomic_load(&writable_again[slot]);
 			uint32_t ro = deferred ? w->ro[slot] : atomic_load(&readonly[slot]);
 			uint64_t v, v2;
 			if (smmu_try_load64(cpu, a, &v))
@@ -144,7 +152,8 @@ static void *reader(void *arg)
 			/* ro, read before and after, says read-only had been
 			 * reached and no upgrade had started around the store. */
 			if (smmu_try_store64(cpu, a + 8 * (2 + id % 64), v) == 0 && smmu_try_load64(cpu, a, &v2) == 0 &&
-			    v2 == v && (uint32_t)(v >> 32) == ro && atomic_load(&readonly[slot]) == ro)
+			    v2 == v && (uint32_t)(v >> 32) == ro && atomic_load(&readonly[slot]) == ro &&
+			    atomic_load(&writable_again[slot]) == again)
 				violation("store through a translation whose mprotect(READ) had returned", slot, v);
 			ns++;
 		}
@@ -214,6 +223,7 @@ static void *writer(void *arg)
 			uint32_t old[4];
 			for (unsigned i = 0; i < k; i++) {
 				old[i] = gen_now[s + i];
+				atomic_fetch_add(&writable_again[s + i], 1);
 				atomic_store(&readonly[s + i], 0);
 			}
 			check(smmu_mmap(mm, a, k * page, SMMU_PROT_READ | SMMU_PROT_WRITE, SMMU_MAP_FIXED, &got), "mmap");
@@ -242,8 +252,10 @@ static void *writer(void *arg)
 				all &= gen_now[i] != 0;
 			if (!all)
 				break;
-			for (unsigned i = s; i < s + k; i++)
+			for (unsigned i = s; i < s + k; i++) {
+				atomic_fetch_add(&writable_again[i], 1);
 				atomic_store(&readonly[i], 0);
+			}
 			check(smmu_mprotect(mm, a, k * page, SMMU_PROT_READ | SMMU_PROT_WRITE), "mprotect rw");
 			break;
 		}
