@@ -24,11 +24,14 @@
 #include "mm.h"
 #include "pgtable.h"
 #include "pool.h"
+#include "shootdown.h"
 #include "testhook.h"
 #include "util.h"
 
 /* Walk result: the page is not present and a demand fault may install it. */
 #define NEED_FAULT 1
+/* fault_slow result: the page's mapping has a fault handler to run. */
+#define RUN_HANDLER 2
 
 /* The access critical section, as the inline path marks it (access.h). */
 static void cs_enter(struct smmu__cpu *c)
@@ -97,9 +100,13 @@ static void trap(struct smmu__cpu *c, smmu_addr_t addr, size_t size, enum smmu_a
 	(c->trap ? c->trap : default_trap)(&c->pub, &f, c->trap_arg);
 }
 
-/* Not present, in a mapping that allows the access: install a zeroed frame.
- * Takes the mapping lock shared; 0 means "retry the walk". */
-static int demand_fault(struct smmu__cpu *c, smmu_addr_t page, enum smmu_access_kind kind)
+/* The walk found the page not present (walk == NEED_FAULT) or forbidden
+ * (walk == -EACCES).  If its mapping has a fault handler: RUN_HANDLER, with
+ * the region copied to *h.  Else, not present in a mapping that allows the
+ * access: install a zeroed frame.  Takes the mapping lock shared; 0 means
+ * "retry the walk". */
+static int fault_slow(struct smmu__cpu *c, smmu_addr_t page, enum smmu_access_kind kind, int walk,
+		      struct smmu__region *h)
 {
 	struct smmu_mm *mm = c->mm;
 	int err = 0;
@@ -108,6 +115,15 @@ static int demand_fault(struct smmu__cpu *c, smmu_addr_t page, enum smmu_access_
 	const struct smmu__region *r = smmu__regions_find(&mm->regions, page);
 	if (!r) {
 		err = -EFAULT;
+		goto out;
+	}
+	if (r->handler) {
+		*h = *r; /* called after the lock is dropped: the mapping may change meanwhile */
+		err = RUN_HANDLER;
+		goto out;
+	}
+	if (walk != NEED_FAULT) {
+		err = walk;
 		goto out;
 	}
 	if (r->prot == SMMU_PROT_NONE || (kind != SMMU_ACCESS_READ && !(r->prot & SMMU_PROT_WRITE))) {
@@ -179,23 +195,49 @@ static int walk_fill(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kin
 }
 
 /*
- * Translate the page of addr: inside the access on entry and on return.
- * A demand fault leaves the critical section for its duration; the caller
- * must then treat every host pointer it got earlier as stale, which
- * *left tells it.  0, or -EFAULT / -EACCES / -ENOMEM.
+ * Run a mapping's fault handler (outside the critical section): offline,
+ * because it may block on a thread whose shootdown or grace period would
+ * otherwise wait for this CPU; online again after, which catches up.
  */
-static int translate(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kind kind, char **host, bool *left)
+static int run_handler(struct smmu__cpu *c, const struct smmu__region *h, smmu_addr_t addr, size_t size,
+		       enum smmu_access_kind kind, int error)
+{
+	struct smmu_fault f = { .addr = addr, .size = size, .kind = kind, .error = error, .cpu_id = c->id };
+	smmu__cpu_count(c, SMMU_STAT_faults_handled, 1);
+	atomic_store(&c->online, false);
+	c->mm->sd->cpu_offline(c);
+	int r = h->handler(&c->pub, &f, h->handler_arg);
+	if (!atomic_load(&c->online)) { /* it may have come online itself */
+		atomic_store(&c->online, true);
+		c->mm->sd->cpu_online(c);
+	}
+	return r < 0 ? r : 0;
+}
+
+/*
+ * Translate the page of addr for an access of size bytes from addr:
+ * inside the access on entry and on return.  A demand fault or a fault
+ * handler leaves the critical section for its duration; the caller must
+ * then treat every host pointer it got earlier as stale, which *left tells
+ * it.  0, or -EFAULT / -EACCES / -ENOMEM, or a handler's error.
+ */
+static int translate(struct smmu__cpu *c, smmu_addr_t addr, size_t size, enum smmu_access_kind kind, char **host,
+		     bool *left)
 {
 	if (unlikely(!atomic_load_explicit(&c->online, memory_order_relaxed)))
 		SMMU_DIE("CPU %u accessed 0x%llx while offline (call smmu_cpu_online first)", c->id,
 			 (unsigned long long)addr);
 	for (;;) {
-		int r = walk_fill(c, addr, kind, host);
-		if (r != NEED_FAULT)
-			return r;
+		int walk = walk_fill(c, addr, kind, host);
+		if (walk != NEED_FAULT &&
+		    (walk != -EACCES || !atomic_load_explicit(&c->mm->has_handlers, memory_order_relaxed)))
+			return walk;
 		cs_leave(c);
 		*left = true;
-		r = demand_fault(c, addr & ~(c->mm->page_size - 1), kind);
+		struct smmu__region h = { 0 };
+		int r = fault_slow(c, addr & ~(c->mm->page_size - 1), kind, walk, &h);
+		if (r == RUN_HANDLER)
+			r = run_handler(c, &h, addr, size, kind, walk == NEED_FAULT ? -EFAULT : -EACCES);
 		cs_enter(c);
 		if (r)
 			return r;
@@ -219,7 +261,7 @@ static int translate_span(struct smmu__cpu *c, smmu_addr_t addr, size_t size, en
 		return -EFAULT;
 	for (;;) {
 		bool left = false;
-		int err = translate(c, addr, kind, &s->p[0], &left);
+		int err = translate(c, addr, size, kind, &s->p[0], &left);
 		if (err)
 			return err;
 		s->p[0] += off;
@@ -230,7 +272,7 @@ static int translate_span(struct smmu__cpu *c, smmu_addr_t addr, size_t size, en
 		s->n[0] = page_size - off;
 		s->n[1] = size - s->n[0];
 		left = false;
-		err = translate(c, addr + s->n[0], kind, &s->p[1], &left);
+		err = translate(c, addr + s->n[0], s->n[1], kind, &s->p[1], &left);
 		if (err)
 			return err;
 		if (!left)
@@ -399,7 +441,7 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 	cs_enter(c);
 	for (smmu_addr_t p = addr & ~(page_size - 1); p < addr + len; p += page_size) {
 		count_miss(c);
-		if ((err = translate(c, p, kind, &h, &left)))
+		if ((err = translate(c, p, page_size, kind, &h, &left)))
 			goto out;
 		if (p + page_size < p)
 			break;
@@ -408,7 +450,7 @@ static int bulk(struct smmu_cpu *cpu, smmu_addr_t addr, char *host, size_t len, 
 		smmu_addr_t a = addr + done;
 		size_t off = (size_t)(a & (page_size - 1));
 		size_t n = page_size - off < len - done ? page_size - off : len - done;
-		if ((err = translate(c, a, kind, &h, &left)))
+		if ((err = translate(c, a, n, kind, &h, &left)))
 			goto out;
 		if (kind == SMMU_ACCESS_READ)
 			memcpy(host + done, h + off, n);

@@ -298,7 +298,8 @@ static void unmap_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end,
 	smmu__notify_end(&nop);
 }
 
-SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags, smmu_addr_t *out)
+SMMU_API int smmu_mmap_handler(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags,
+			       smmu_fault_handler_fn handler, void *handler_arg, smmu_addr_t *out)
 {
 	const int known = SMMU_MAP_FIXED | SMMU_MAP_FIXED_NOREPLACE | SMMU_MAP_POPULATE;
 	if (!smmu__mm_check_live(mm) || !out || len == 0 || check_prot(prot) || (flags & ~known))
@@ -350,7 +351,9 @@ SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int pro
 		if (populate && (err = populate_prepare(mm, start, end, &pop)))
 			goto out;
 	}
-	smmu__regions_insert(&mm->regions, start, end, prot, 0);
+	if (handler)
+		atomic_store(&mm->has_handlers, true);
+	smmu__regions_insert_handler(&mm->regions, start, end, prot, 0, handler, handler_arg);
 	if (populate)
 		populate_commit(mm, start, prot, &pop);
 	*out = start;
@@ -370,6 +373,11 @@ static int lock_for_change(struct smmu_mm *mm, unsigned flags)
 		return 0;
 	}
 	return pthread_rwlock_trywrlock(&mm->lock) ? -EAGAIN : 0;
+}
+
+SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags, smmu_addr_t *out)
+{
+	return smmu_mmap_handler(mm, addr, len, prot, flags, NULL, NULL, out);
 }
 
 SMMU_API int smmu_munmap_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, unsigned flags)

@@ -88,6 +88,10 @@ struct smmu_mm {
 
 	/* MMU notifier subscriptions (notifier.c). */
 	struct smmu__notify notify;
+
+	/* A mapping with a fault handler was ever made: protection faults
+	 * must look up their region (fault.c).  Sync: atomic. */
+	_Atomic bool has_handlers;
 };
 
 #define SMMU_MM_MIN_ADDR 0x10000ull /* 64 KiB: low addresses always fault (or one page, if larger) */

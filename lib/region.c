@@ -101,7 +101,8 @@ static void split_at(struct smmu__regions *rs, smmu_addr_t addr)
 
 static bool mergeable(const struct smmu__region *a, const struct smmu__region *b)
 {
-	return a->end == b->start && a->prot == b->prot && a->flags == b->flags;
+	return a->end == b->start && a->prot == b->prot && a->flags == b->flags && a->handler == b->handler &&
+	       a->handler_arg == b->handler_arg;
 }
 
 /* Merge equal neighbours among indices [lo, hi] (clamped). */
@@ -132,13 +133,25 @@ void smmu__regions_remove(struct smmu__regions *rs, smmu_addr_t start, smmu_addr
 	smmu__regions_check(rs);
 }
 
-void smmu__regions_insert(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot, int flags)
+void smmu__regions_insert_handler(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot, int flags,
+				  smmu_fault_handler_fn handler, void *arg)
 {
 	size_t i = smmu__regions_lower_bound(rs, start);
 	SMMU_ASSERT(i == rs->n || rs->v[i].start >= end);
-	insert_at(rs, i, (struct smmu__region){ .start = start, .end = end, .prot = prot, .flags = flags });
+	insert_at(rs, i,
+		  (struct smmu__region){ .start = start,
+					 .end = end,
+					 .prot = prot,
+					 .flags = flags,
+					 .handler = handler,
+					 .handler_arg = handler ? arg : NULL });
 	merge_around(rs, i, i + 1);
 	smmu__regions_check(rs);
+}
+
+void smmu__regions_insert(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot, int flags)
+{
+	smmu__regions_insert_handler(rs, start, end, prot, flags, NULL, NULL);
 }
 
 void smmu__regions_set_prot(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot)

@@ -22,6 +22,8 @@ struct smmu__region {
 	smmu_addr_t start, end;
 	int prot;
 	int flags;
+	smmu_fault_handler_fn handler; /* or NULL: demand-zero, faults fail */
+	void *handler_arg;
 };
 
 struct smmu__regions {
@@ -50,6 +52,9 @@ void smmu__regions_remove(struct smmu__regions *rs, smmu_addr_t start, smmu_addr
 
 /* Insert a region over a free range, merging with equal neighbours; needs 1 slot reserved. */
 void smmu__regions_insert(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot, int flags);
+/* The same with a fault handler (neighbours merge only with the same one). */
+void smmu__regions_insert_handler(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot, int flags,
+				  smmu_fault_handler_fn handler, void *arg);
 
 /* Set the protection of the covered range [start, end); needs 2 slots reserved. */
 void smmu__regions_set_prot(struct smmu__regions *rs, smmu_addr_t start, smmu_addr_t end, int prot);

@@ -202,6 +202,31 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm);
 SMMU_API int smmu_mmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags, smmu_addr_t *out);
 
 /*
+ * smmu_mmap_handler: smmu_mmap with a fault handler for the new mapping
+ * (NULL: none, as smmu_mmap).  A fault in the mapping - a page not present
+ * (fault->error -EFAULT) or an access its protection forbids (-EACCES) -
+ * calls handler(cpu, fault, handler_arg) on the faulting CPU's thread,
+ * instead of demand-zeroing the page or failing the access:
+ *  - outside any access critical section and with no library lock held,
+ *    and with the CPU offline: it may block (on a collector thread that
+ *    is unmapping, say), take locks and change mappings - install a frame
+ *    (smmu_mm_translate for write faults one in; write its contents through
+ *    the pointer), populate a range, or smmu_mprotect.  To access memory
+ *    through the CPU it calls smmu_cpu_online first, and goes offline again
+ *    before it blocks; the CPU is put back online after it returns;
+ *  - it returns 0 to restart the access from the TLB lookup (a page still
+ *    not present faults again), or a negative errno to fail the access
+ *    with it: the smmu_try_* forms return it, the others call the CPU's
+ *    trap handler with it.
+ * The handler stays with its pages through mprotect and partial munmap;
+ * mappings merge only with the same handler and argument.
+ * smmu_mm_translate ignores handlers (it demand-zeroes).
+ * Errors: those of smmu_mmap.  Thread: any.  Blocks: may.
+ */
+SMMU_API int smmu_mmap_handler(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, int flags,
+			       smmu_fault_handler_fn handler, void *handler_arg, smmu_addr_t *out);
+
+/*
  * smmu_munmap: remove the mappings in [addr, addr+len) (len rounded up to
  * whole pages).  Unmapping a range with nothing mapped is not an error.  A
  * mapping that straddles an end is split.  Page-table pages left empty are

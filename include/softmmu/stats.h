@@ -41,7 +41,8 @@ struct smmu_mm;
 	X(acks_deferred, "shootdowns acknowledged at the end of an interrupted access") \
 	X(grace_periods, "RCU grace periods waited for")                               \
 	X(deferred_frees, "RCU deferred mode: batches freed by call_rcu")              \
-	X(deferred_bound_waits, "RCU deferred mode: waits because the backlog was full")
+	X(deferred_bound_waits, "RCU deferred mode: waits because the backlog was full") \
+	X(faults_handled, "faults given to a mapping's fault handler")
 
 struct smmu_stats {
 #define SMMU__STATS_FIELD(name, desc) uint64_t name;

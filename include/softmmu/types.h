@@ -74,6 +74,14 @@ struct smmu_fault {
 typedef void (*smmu_trap_fn)(struct smmu_cpu *cpu, const struct smmu_fault *fault, void *arg);
 
 /*
+ * A mapping's fault handler (smmu_mmap_handler).  fault->error is -EFAULT
+ * when the page is not present (the mapping has no frame there yet) and
+ * -EACCES when the mapping's protection forbids the access.  Returns 0 to
+ * restart the access from the TLB lookup, or a negative errno to fail it.
+ */
+typedef int (*smmu_fault_handler_fn)(struct smmu_cpu *cpu, const struct smmu_fault *fault, void *arg);
+
+/*
  * A TLB entry.  Layout, not API.
  *
  * Every reason to leave the fast path is folded into the tag compare: a tag
