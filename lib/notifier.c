@@ -68,9 +68,8 @@ struct smmu_notifier {
 	const struct smmu_notifier_ops *ops;
 	void *arg;
 	uint64_t epoch;
-	bool released; /* Sync: notify.lock */
 	bool linked;   /* Sync: notify.lock */
-	bool orphaned; /* the mm was destroyed: nothing of it may be touched */
+	bool orphaned; /* released by the teardown: nothing of the mm may be touched */
 };
 
 struct smmu_interval_notifier {
@@ -132,7 +131,6 @@ int smmu__notify_init(struct smmu_mm *mm)
 	atomic_store(&n->intervals, NULL);
 	atomic_store(&n->count, 0);
 	atomic_store(&n->epoch, 0);
-	n->released = false;
 	n->seq = 0;
 	n->active = 0;
 	if (pthread_mutex_init(&n->lock, NULL))
@@ -198,8 +196,6 @@ SMMU_API int smmu_notifier_unregister(struct smmu_notifier *s)
 	if (in_callback == mm)
 		return -EDEADLK;
 	pthread_mutex_lock(&mm->notify.lock);
-	bool release = !s->released;
-	s->released = true;
 	if (s->linked) {
 		struct smmu_notifier *_Atomic *pp = &mm->notify.subs;
 		while (atomic_load(pp) != s)
@@ -210,7 +206,7 @@ SMMU_API int smmu_notifier_unregister(struct smmu_notifier *s)
 	}
 	pthread_mutex_unlock(&mm->notify.lock);
 	synchronize(); /* no callback of s still runs */
-	if (release && s->ops->release) {
+	if (s->ops->release) {
 		struct smmu_mm *outer = callback_enter(mm);
 		s->ops->release(s->arg, mm);
 		callback_leave(outer);
@@ -286,12 +282,9 @@ void smmu__notify_release(struct smmu_mm *mm)
 	if (!smmu__notify_any(n))
 		return;
 	pthread_mutex_lock(&n->lock);
-	n->released = true;
 	struct smmu_notifier *subs = atomic_load(&n->subs);
-	for (struct smmu_notifier *s = subs; s; s = atomic_load(&s->next)) {
-		s->released = true;
+	for (struct smmu_notifier *s = subs; s; s = atomic_load(&s->next))
 		s->linked = false;
-	}
 	for (struct smmu_interval_notifier *s = atomic_load(&n->intervals); s; s = atomic_load(&s->next)) {
 		s->linked = false;
 		s->orphaned = true;

@@ -37,7 +37,6 @@ struct smmu__notify {
 	struct smmu_interval_notifier *_Atomic intervals; /* Sync: RCU / lock */
 	_Atomic unsigned count;  /* subscriptions of both kinds (under lock) */
 	_Atomic uint64_t epoch;  /* registrations so far (under lock) */
-	bool released;           /* Sync: lock.  Teardown called release */
 
 	/* Interval sequence: odd while an invalidation that found interval
 	 * subscriptions runs (active of them), even otherwise.  Sync: seq_lock;
