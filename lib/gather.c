@@ -29,6 +29,7 @@ void smmu__gather_init(struct smmu__gather *g, struct smmu_mm *mm, enum smmu__ga
 	g->mode = mode;
 	g->keep_tables = false;
 	g->notify = NULL;
+	g->nnotify = 0;
 	g->nbatches = 0;
 	g->local.next = NULL;
 	g->local.nr = 0;
@@ -159,8 +160,8 @@ void smmu__gather_flush(struct smmu__gather *g)
 		smmu__flush_mm(g->mm, g->start, g->end, pages > SMMU_FLUSH_CEILING, g->cpus);
 	}
 	reset_range(g);
-	if (g->notify)
-		smmu__notify_secondary(g->notify);
+	for (size_t i = 0; i < g->nnotify; i++)
+		smmu__notify_secondary(&g->notify[i]);
 	/* Step 3, now - or after a grace period, if the back-end defers it. */
 	if (!(g->mm->sd->defer_free && g->mm->sd->defer_free(g)))
 		free_queued(g);

@@ -70,7 +70,8 @@ struct smmu__gather {
 	bool freed_tables;      /* table pages unhooked: walkers must be flushed */
 	bool keep_tables;       /* zap leaves emptied table pages in place */
 	uint32_t cpus;          /* CPU bits (pgtable.h) of the entries to flush */
-	struct smmu__notify_op *notify; /* the change's notifiers, or NULL */
+	struct smmu__notify_op *notify; /* the change's notifier brackets ... */
+	size_t nnotify;                 /* ... (one per range it changes), or 0 */
 	unsigned nbatches;      /* heap batches allocated */
 	struct smmu__gather_batch *active;
 	struct smmu__gather_batch local;

@@ -37,13 +37,7 @@ SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm)
 static void timed_lock(pthread_rwlock_t *l, int (*lock)(pthread_rwlock_t *, const struct timespec *))
 {
 	for (;;) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		struct timespec ts = smmu__realtime_in(1000000);
 		if (lock(l, &ts) == 0)
 			return;
 	}
@@ -194,7 +188,7 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm)
 }
 
 /* Validate a page-aligned range; *end gets addr + len rounded up. */
-static int check_range(const struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end)
+int smmu__mm_check_range(const struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end)
 {
 	if (addr & (mm->page_size - 1) || len == 0)
 		return -EINVAL;
@@ -292,6 +286,7 @@ static void unmap_locked(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end,
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.keep_tables = keep_tables;
 	g.notify = &nop;
+	g.nnotify = 1;
 	smmu__pt_zap(mm, &g, start, end);
 	smmu__regions_remove(&mm->regions, start, end);
 	smmu__gather_finish(&g);
@@ -312,7 +307,7 @@ SMMU_API int smmu_mmap_handler(struct smmu_mm *mm, smmu_addr_t addr, size_t len,
 		return fixed ? -EINVAL : -ENOMEM;
 	smmu_addr_t start = 0, end = 0; /* set on every path that uses them */
 	if (fixed) {
-		int err = check_range(mm, addr, len, &end);
+		int err = smmu__mm_check_range(mm, addr, len, &end);
 		if (err)
 			return err;
 		if (addr < mm->min_addr)
@@ -362,9 +357,7 @@ out:
 	return err;
 }
 
-/* mm->lock exclusively for a change; SMMU_OP_NONBLOCK only tries.  0 or
- * -EAGAIN; -EDEADLK from inside a notifier callback of mm. */
-static int lock_for_change(struct smmu_mm *mm, unsigned flags)
+int smmu__mm_lock_for_change(struct smmu_mm *mm, unsigned flags)
 {
 	if (smmu__notify_in_callback(mm))
 		return -EDEADLK;
@@ -385,8 +378,8 @@ SMMU_API int smmu_munmap_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, un
 	smmu_addr_t end;
 	if (!smmu__mm_check_live(mm) || (flags & ~SMMU_OP_NONBLOCK))
 		return -EINVAL;
-	int err = check_range(mm, addr, len, &end);
-	if (err || (err = lock_for_change(mm, flags)))
+	int err = smmu__mm_check_range(mm, addr, len, &end);
+	if (err || (err = smmu__mm_lock_for_change(mm, flags)))
 		return err;
 	struct smmu__notify_op nop;
 	err = smmu__regions_reserve(&mm->regions, splits_needed(&mm->regions, addr, end));
@@ -399,6 +392,7 @@ SMMU_API int smmu_munmap_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, un
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.notify = &nop;
+	g.nnotify = 1;
 	smmu__pt_zap(mm, &g, addr, end);
 	smmu__regions_remove(&mm->regions, addr, end);
 	pthread_rwlock_unlock(&mm->lock);
@@ -418,8 +412,8 @@ SMMU_API int smmu_mprotect_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, 
 	smmu_addr_t end;
 	if (!smmu__mm_check_live(mm) || check_prot(prot) || (flags & ~SMMU_OP_NONBLOCK))
 		return -EINVAL;
-	int err = check_range(mm, addr, len, &end);
-	if (err || (err = lock_for_change(mm, flags)))
+	int err = smmu__mm_check_range(mm, addr, len, &end);
+	if (err || (err = smmu__mm_lock_for_change(mm, flags)))
 		return err;
 	struct smmu__notify_op nop;
 	if (!smmu__regions_covered(&mm->regions, addr, end)) {
@@ -436,6 +430,7 @@ SMMU_API int smmu_mprotect_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, 
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.notify = &nop;
+	g.nnotify = 1;
 	smmu__pt_change_prot(mm, &g, addr, end, prot);
 	smmu__regions_set_prot(&mm->regions, addr, end, prot);
 	pthread_rwlock_unlock(&mm->lock);

@@ -109,6 +109,15 @@ int smmu__mm_check_live(const struct smmu_mm *mm);
 void smmu__mm_rdlock(struct smmu_mm *mm);
 void smmu__mm_wrlock(struct smmu_mm *mm);
 
+/* mm->lock exclusively for a change of the mapping; with SMMU_OP_NONBLOCK
+ * only tried.  0, -EAGAIN, or -EDEADLK from inside a notifier callback of
+ * mm (the change that called back holds the lock). */
+int smmu__mm_lock_for_change(struct smmu_mm *mm, unsigned flags);
+
+/* A page-aligned, non-empty range inside the address space: 0 with *end =
+ * addr + len rounded up to whole pages, or -EINVAL. */
+int smmu__mm_check_range(const struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end);
+
 /* Advance the flush generation and flush every TLB of mm that may hold
  * [start, end) (full: all of it), through the mm's shootdown back-end.
  * cpus: the CPU bits (pgtable.h) that may cache it; other CPUs are left

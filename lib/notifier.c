@@ -439,13 +439,7 @@ static void seq_wait(struct smmu__notify *n)
 	struct smmu__cpu *c = smmu__cpu_self();
 	bool offline = smmu__rcu_block_begin(c);
 #if SMMU_TSAN
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	struct timespec ts = smmu__realtime_in(1000000);
 	pthread_cond_timedwait(&n->seq_cond, &n->seq_lock, &ts);
 #else
 	pthread_cond_wait(&n->seq_cond, &n->seq_lock);

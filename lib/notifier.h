@@ -11,7 +11,7 @@
  *
  *   smmu__notify_start(mm, &op, ...)   under mm->lock, before any entry
  *                                      changes; may fail with -EAGAIN
- *   (clear entries, with op attached to the gather: g->notify = &op)
+ *   (clear entries, with op attached to the gather: g->notify, nnotify)
  *   smmu__gather_flush -> smmu__notify_secondary(&op), after the CPU
  *                                      flush, before anything is freed
  *   smmu__notify_end(&op)              once the gather finished

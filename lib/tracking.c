@@ -24,13 +24,10 @@
 
 static int check(struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end)
 {
-	if (!smmu__mm_check_live(mm) || addr & (mm->page_size - 1) || len == 0)
+	if (!smmu__mm_check_live(mm))
 		return -EINVAL;
-	uint64_t rounded = ((uint64_t)len + mm->page_size - 1) & ~(mm->page_size - 1);
-	if (rounded < len || addr + rounded < addr || addr + rounded > mm->va_limit)
-		return -EINVAL;
-	*end = addr + rounded;
-	return smmu__notify_in_callback(mm) ? -EDEADLK : 0;
+	int err = smmu__mm_check_range(mm, addr, len, end);
+	return err ? err : smmu__notify_in_callback(mm) ? -EDEADLK : 0;
 }
 
 SMMU_API int smmu_test_young(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *young)
@@ -74,6 +71,7 @@ SMMU_API int smmu_clear_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, 
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.notify = &nop;
+	g.nnotify = 1;
 	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_DIRTY);
 	pthread_rwlock_unlock(&mm->lock);
 	smmu__gather_finish(&g);

@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "smmu_config.h"
 
@@ -35,6 +36,20 @@ __attribute__((noreturn, format(printf, 3, 4))) void smmu__die(const char *file,
 #define SMMU_MM_MAGIC 0x736d6d756d6d2121ull   /* "smmumm!!" */
 #define SMMU_CPU_MAGIC 0x736d6d7563707521ull  /* "smmucpu!" */
 #define SMMU_DEAD_MAGIC 0xdeaddeaddeaddeadull
+
+/* CLOCK_REALTIME now plus ns (< 1 s): a deadline for the timed waits that
+ * ThreadSanitizer builds use so that signals get delivered. */
+static inline struct timespec smmu__realtime_in(long ns)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ns;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return ts;
+}
 
 static inline int smmu__is_pow2(uint64_t x)
 {

@@ -249,6 +249,39 @@ SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len);
  */
 SMMU_API int smmu_mprotect(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot);
 
+/* One move of smmu_mremap_batch. */
+struct smmu_remap {
+	smmu_addr_t from, to; /* page-aligned */
+	size_t len;           /* rounded up to whole pages */
+};
+
+/*
+ * smmu_mremap_batch: move the translations of n ranges to other addresses
+ * without copying frames - the frames, their contents and accessed/dirty
+ * state, the mappings' protection and fault handlers go along - under one
+ * mmu_gather and one shootdown, all or nothing.  Every page of each source
+ * must be mapped and every page of each destination free; no two of the
+ * 2n ranges may overlap.  When it returns no CPU completes an access
+ * through a source address (in RCU deferred mode: after each CPU's next
+ * quiescent state); a CPU that wrote through one until then wrote to the
+ * frame the destination maps.  Subscribers see an SMMU_NOTIFY_REMAP change
+ * of each source range.  n == 0 does nothing.
+ * Errors: -EINVAL (NULL mm, moves NULL with n > 0, a misaligned, empty,
+ * wrapping or out-of-space range, a destination below the lowest mappable
+ * address, overlapping ranges), -EFAULT (a source page not mapped),
+ * -EEXIST (a destination page mapped), -ENOMEM (memory for the bookkeeping,
+ * a region slot or the destination's page tables), -EDEADLK (inside a
+ * notifier callback of mm); nothing moved.
+ * Thread: any.  Blocks: may (mm lock, shootdown).
+ */
+SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n);
+
+/*
+ * smmu_mremap: one move, as smmu_mremap_batch.  flags: none yet (0).
+ * Errors: those of smmu_mremap_batch; -EINVAL for flags.
+ */
+SMMU_API int smmu_mremap(struct smmu_mm *mm, smmu_addr_t from, size_t len, smmu_addr_t to, unsigned flags);
+
 /* A mapping, as reported by smmu_mm_find. */
 struct smmu_region {
 	smmu_addr_t start, end; /* [start, end), page-aligned */

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mremap: move translations to other addresses without copying frames -
+ * many moves under one gather and one shootdown, all or nothing.
+ *
+ * Order, under mm->lock held exclusively:
+ *   1. check every move and reserve everything that can fail: region
+ *      slots, the destination's table pages, the notifier brackets and the
+ *      source regions' copies; an error here changes nothing (tables made
+ *      for nothing are pruned again, through a gather);
+ *   2. invalidate_range_start(SMMU_NOTIFY_REMAP) over each source;
+ *   3. move each leaf: exchange the source slot with 0, store the value in
+ *      the (empty) destination slot without its CPU bits (no TLB holds the
+ *      new address); the source's CPU bits and range go on the gather, as
+ *      a zap's would - a CPU that filled from the old entry is among them
+ *      (pgtable.h), and a walk that missed the exchange faults, waits for
+ *      the lock and finds the source unmapped;
+ *   4. move the regions (protection, fault handler) and prune the source's
+ *      emptied table pages onto the gather;
+ * then, without the lock, the gather's flush shoots down the sources (the
+ * secondary TLBs too) and frees only the pruned tables; end brackets.
+ * A CPU that still holds a source entry until the shootdown reaches the
+ * same frame the destination now maps: no write is lost.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include <softmmu/softmmu.h>
+
+#include "alloc.h"
+#include "gather.h"
+#include "mm.h"
+#include "notifier.h"
+#include "pgtable.h"
+#include "region.h"
+
+struct span {
+	smmu_addr_t start, end;
+};
+
+static int by_start(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Every move well-formed, and no two of its 2n ranges overlap. */
+static int check_moves(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n, smmu_addr_t *ends)
+{
+	struct span *v = smmu__malloc(2 * n * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	int err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		smmu_addr_t to_end;
+		err = smmu__mm_check_range(mm, moves[i].from, moves[i].len, &ends[i]);
+		if (!err)
+			err = smmu__mm_check_range(mm, moves[i].to, moves[i].len, &to_end);
+		if (!err && moves[i].to < mm->min_addr)
+			err = -EINVAL;
+		v[2 * i] = (struct span){ moves[i].from, ends[i] };
+		v[2 * i + 1] = (struct span){ moves[i].to, moves[i].to + (ends[i] - moves[i].from) };
+	}
+	if (!err) {
+		qsort(v, 2 * n, sizeof(*v), by_start);
+		for (size_t i = 1; i < 2 * n && !err; i++)
+			if (v[i].start < v[i - 1].end)
+				err = -EINVAL;
+	}
+	smmu__free(v, 2 * n * sizeof(*v));
+	return err;
+}
+
+/* Leaves of [from, from + len) move to [to, to + len); the destination's
+ * tables exist (reserved).  The source's CPU bits and range go on g. */
+static void move_leaves(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t from, smmu_addr_t to, uint64_t len)
+{
+	for (uint64_t off = 0; off < len; off += mm->page_size) {
+		_Atomic smmu_pte_t *src = smmu__pt_lookup(mm->root, mm->page_shift, from + off);
+		if (!src || !atomic_load_explicit(src, memory_order_relaxed))
+			continue;
+		smmu_pte_t pte = atomic_exchange(src, 0);
+		_Atomic smmu_pte_t *dst = smmu__pt_lookup(mm->root, mm->page_shift, to + off);
+		SMMU_ASSERT(dst && !atomic_load_explicit(dst, memory_order_relaxed));
+		/* Release: whatever was written through the source before the
+		 * exchange is visible to a walker of the destination. */
+		atomic_store_explicit(dst, pte & ~((smmu_pte_t)SMMU_CPUS_ALL << SMMU_PTE_CPUS_SHIFT),
+				      memory_order_release);
+		if (pte & SMMU_PTE_PRESENT) { /* a PROTNONE entry never reached a TLB */
+			smmu__gather_range(g, from + off, from + off + mm->page_size);
+			g->cpus |= smmu__pte_cpus(pte);
+		}
+	}
+}
+
+SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n)
+{
+	if (!smmu__mm_check_live(mm) || (n && !moves))
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	if (n > SIZE_MAX / (2 * sizeof(struct span)))
+		return -ENOMEM;
+	smmu_addr_t *ends = smmu__malloc(n * sizeof(*ends));
+	struct smmu__notify_op *ops = smmu__malloc(n * sizeof(*ops));
+	int err = ends && ops ? check_moves(mm, moves, n, ends) : -ENOMEM;
+	if (err || (err = smmu__mm_lock_for_change(mm, 0)))
+		goto out_free;
+
+	/* 1. Sources mapped, destinations free; region copies and slots. */
+	size_t pieces = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		if (!smmu__regions_covered(&mm->regions, moves[i].from, ends[i]))
+			err = -EFAULT;
+		else if (smmu__regions_any(&mm->regions, moves[i].to, moves[i].to + (ends[i] - moves[i].from)))
+			err = -EEXIST;
+		for (size_t j = smmu__regions_lower_bound(&mm->regions, moves[i].from);
+		     !err && j < mm->regions.n && mm->regions.v[j].start < ends[i]; j++)
+			pieces++;
+	}
+	struct smmu__region *copy = NULL;
+	if (!err && !(copy = smmu__malloc(pieces * sizeof(*copy))))
+		err = -ENOMEM;
+	if (!err)
+		err = smmu__regions_reserve(&mm->regions, 2 * n + pieces);
+	for (size_t i = 0; i < n && !err; i++) {
+		for (uint64_t off = 0; off < ends[i] - moves[i].from && !err; off += mm->page_size) {
+			_Atomic smmu_pte_t *slot;
+			err = smmu__pt_lookup_alloc(mm->root, mm->page_shift, moves[i].to + off, &slot);
+		}
+	}
+	if (err) {
+		struct smmu__gather g; /* tables made for nothing: after a flush */
+		smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+		for (size_t i = 0; i < n; i++)
+			smmu__pt_prune(mm, &g, moves[i].to, moves[i].to + (ends[i] - moves[i].from));
+		pthread_rwlock_unlock(&mm->lock);
+		smmu__gather_finish(&g);
+		smmu__free(copy, pieces * sizeof(*copy));
+		goto out_free;
+	}
+
+	/* 2. */
+	for (size_t i = 0; i < n; i++)
+		smmu__notify_start(mm, &ops[i], moves[i].from, ends[i], SMMU_NOTIFY_REMAP, true); /* cannot fail */
+
+	/* 3, 4. */
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	g.notify = ops;
+	g.nnotify = n;
+	for (size_t i = 0; i < n; i++) {
+		const smmu_addr_t from = moves[i].from, end = ends[i], to = moves[i].to;
+		move_leaves(mm, &g, from, to, end - from);
+		size_t k = 0;
+		for (size_t j = smmu__regions_lower_bound(&mm->regions, from);
+		     j < mm->regions.n && mm->regions.v[j].start < end; j++)
+			copy[k++] = mm->regions.v[j];
+		smmu__regions_remove(&mm->regions, from, end);
+		for (size_t j = 0; j < k; j++) {
+			const struct smmu__region *r = &copy[j];
+			smmu_addr_t s = r->start > from ? r->start : from, e = r->end < end ? r->end : end;
+			smmu__regions_insert_handler(&mm->regions, to + (s - from), to + (e - from), r->prot, r->flags,
+						     r->handler, r->handler_arg);
+		}
+		smmu__pt_prune(mm, &g, from, end);
+	}
+	pthread_rwlock_unlock(&mm->lock);
+	smmu__gather_finish(&g);
+	for (size_t i = 0; i < n; i++)
+		smmu__notify_end(&ops[i]);
+	smmu__free(copy, pieces * sizeof(*copy));
+out_free:
+	smmu__free(ops, n * sizeof(*ops));
+	smmu__free(ends, n * sizeof(*ends));
+	return err;
+}
+
+SMMU_API int smmu_mremap(struct smmu_mm *mm, smmu_addr_t from, size_t len, smmu_addr_t to, unsigned flags)
+{
+	if (flags)
+		return -EINVAL;
+	struct smmu_remap move = { .from = from, .to = to, .len = len };
+	return smmu_mremap_batch(mm, &move, 1);
+}

@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smmu_mremap / smmu_mremap_batch: translations move without copying
+ * frames, with their protection and fault handlers; the sources stop
+ * working for every CPU (local and remote, in every shootdown mode); one
+ * gather and one shootdown per call; all or nothing on bad input;
+ * subscribers see SMMU_NOTIFY_REMAP.  Public API only.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <softmmu/softmmu.h>
+
+#define PS 4096u
+#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
+#define R SMMU_PROT_READ
+#define H ((smmu_addr_t)0x40000000)
+
+struct env {
+	struct smmu_pool *pool;
+	struct smmu_mm *mm;
+	struct smmu_cpu *cpu;
+};
+
+static void env_init(struct env *e, enum smmu_shootdown_mode mode)
+{
+	struct smmu_pool_config pc = { .size = 512 * PS, .flags = SMMU_POOL_POISON };
+	cr_assert_eq(smmu_pool_create(&pc, &e->pool), 0);
+	struct smmu_mm_config mc = { .mode = mode };
+	cr_assert_eq(smmu_mm_create_ex(e->pool, &mc, &e->mm), 0);
+	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
+}
+
+static void env_fini(struct env *e)
+{
+	cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
+	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
+	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
+	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
+}
+
+static smmu_addr_t map(struct env *e, smmu_addr_t at, size_t len, int prot)
+{
+	smmu_addr_t a;
+	cr_assert_eq(smmu_mmap(e->mm, at, len, prot, SMMU_MAP_FIXED_NOREPLACE, &a), 0);
+	return a;
+}
+
+static void stamp(struct env *e, smmu_addr_t a, size_t pages, uint64_t tag)
+{
+	for (size_t i = 0; i < pages; i++)
+		smmu_store64(e->cpu, a + i * PS + 8, tag + i);
+}
+
+static void check_stamps(struct env *e, smmu_addr_t a, size_t pages, uint64_t tag)
+{
+	for (size_t i = 0; i < pages; i++)
+		cr_assert_eq(smmu_load64(e->cpu, a + i * PS + 8), tag + i, "page %zu", i);
+}
+
+static struct smmu_stats stats(struct env *e)
+{
+	struct smmu_stats st;
+	cr_assert_eq(smmu_stats_get(e->mm, &st), 0);
+	return st;
+}
+
+Test(remap, moves_frames_not_copies)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	smmu_addr_t a = map(&e, H, 8 * PS, RW);
+	stamp(&e, a, 6, 100); /* pages 6, 7 stay not present */
+	size_t free_before = smmu_pool_free_frames(e.pool);
+	cr_assert_eq(smmu_mremap(e.mm, a, 8 * PS, H + 64 * PS, 0), 0);
+	cr_assert_eq(smmu_pool_free_frames(e.pool), free_before, "frames were copied or freed");
+	check_stamps(&e, H + 64 * PS, 6, 100);
+	cr_assert_eq(smmu_load64(e.cpu, H + 64 * PS + 7 * PS), 0, "a not-present page is demand-zero at its new place");
+	uint64_t v;
+	for (size_t i = 0; i < 8; i++)
+		cr_assert_eq(smmu_try_load64(e.cpu, a + i * PS, &v), -EFAULT, "source page %zu still reachable", i);
+	struct smmu_region reg;
+	cr_assert_eq(smmu_mm_find(e.mm, H + 64 * PS, &reg), 0);
+	cr_assert_eq(reg.start, H + 64 * PS);
+	cr_assert_eq(reg.end, H + 72 * PS);
+	cr_assert_eq(smmu_mm_find(e.mm, a, &reg), 0);
+	cr_assert_eq(reg.start, H + 64 * PS, "the source is still mapped");
+	cr_assert_eq(smmu_munmap(e.mm, H + 64 * PS, 8 * PS), 0);
+	env_fini(&e);
+}
+
+static int fh_calls;
+static int fh(struct smmu_cpu *cpu, const struct smmu_fault *f, void *arg)
+{
+	(void)cpu;
+	(void)f;
+	(void)arg;
+	fh_calls++;
+	return -EIO;
+}
+
+Test(remap, keeps_protection_and_handler)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	smmu_addr_t a = map(&e, H, 4 * PS, RW);
+	stamp(&e, a, 4, 7);
+	cr_assert_eq(smmu_mprotect(e.mm, a + PS, PS, R), 0);
+	cr_assert_eq(smmu_mprotect(e.mm, a + 2 * PS, PS, SMMU_PROT_NONE), 0);
+	smmu_addr_t h;
+	cr_assert_eq(smmu_mmap_handler(e.mm, a + 4 * PS, PS, RW, SMMU_MAP_FIXED, fh, NULL, &h), 0);
+	cr_assert_eq(smmu_mremap(e.mm, a, 5 * PS, H + 32 * PS, 0), 0);
+	smmu_addr_t b = H + 32 * PS;
+	cr_assert_eq(smmu_load64(e.cpu, b + 8), 7);
+	cr_assert_eq(smmu_load64(e.cpu, b + PS + 8), 8);
+	cr_assert_eq(smmu_try_store64(e.cpu, b + PS, 1), -EACCES, "read-only page became writable");
+	uint64_t v;
+	cr_assert_eq(smmu_try_load64(e.cpu, b + 2 * PS, &v), -EACCES, "PROT_NONE page became readable");
+	cr_assert_eq(smmu_mprotect(e.mm, b + 2 * PS, PS, R), 0);
+	cr_assert_eq(smmu_load64(e.cpu, b + 2 * PS + 8), 9, "the PROT_NONE page's frame did not move");
+	cr_assert_eq(smmu_try_load64(e.cpu, b + 4 * PS, &v), -EIO, "the fault handler did not move");
+	cr_assert_eq(fh_calls, 1);
+	cr_assert_eq(smmu_munmap(e.mm, b, 5 * PS), 0);
+	env_fini(&e);
+}
+
+/* A remote CPU that cached the source: after the move it faults there. */
+struct remote {
+	struct smmu_mm *mm;
+	smmu_addr_t src, dst;
+	atomic_int phase; /* 1: loaded src; 2: moved; 3: checked */
+	int src_err, dst_ok;
+};
+
+static void *remote_main(void *arg)
+{
+	struct remote *r = arg;
+	struct smmu_cpu *c;
+	cr_assert_eq(smmu_cpu_register(r->mm, &c), 0);
+	uint64_t v;
+	(void)smmu_try_load64(c, r->src, &v);
+	atomic_store(&r->phase, 1);
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (atomic_load(&r->phase) < 2) {
+		(void)smmu_try_load64(c, r->src + 8, &v); /* keeps hitting its entry */
+		smmu_quiescent(c);
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 10)
+			break;
+	}
+	smmu_quiescent(c);
+	r->src_err = smmu_try_load64(c, r->src + 8, &v);
+	r->dst_ok = smmu_try_load64(c, r->dst + 8, &v) == 0 && v == 42;
+	atomic_store(&r->phase, 3);
+	smmu_cpu_unregister(c);
+	return NULL;
+}
+
+static void remote_cpu_loses_source(enum smmu_shootdown_mode mode)
+{
+	struct env e;
+	env_init(&e, mode);
+	smmu_addr_t a = map(&e, H, PS, RW);
+	smmu_store64(e.cpu, a + 8, 42);
+	struct remote r = { .mm = e.mm, .src = a, .dst = H + 16 * PS };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, remote_main, &r), 0);
+	while (atomic_load(&r.phase) < 1)
+		;
+	if (mode != SMMU_SHOOTDOWN_SIGNAL)
+		cr_assert_eq(smmu_cpu_offline(e.cpu), 0); /* grace periods need not wait for us */
+	struct smmu_stats before = stats(&e);
+	cr_assert_eq(smmu_mremap(e.mm, a, PS, r.dst, 0), 0);
+	struct smmu_stats after = stats(&e);
+	atomic_store(&r.phase, 2);
+	pthread_join(t, NULL);
+	if (mode != SMMU_SHOOTDOWN_SIGNAL)
+		cr_assert_eq(smmu_cpu_online(e.cpu), 0);
+	cr_assert_eq(r.src_err, -EFAULT, "the remote CPU still reached the source");
+	cr_assert(r.dst_ok, "the remote CPU did not find the data at the destination");
+	cr_assert_eq(after.shootdowns - before.shootdowns, 1);
+	if (mode == SMMU_SHOOTDOWN_SIGNAL)
+		cr_assert_eq(after.signals_sent - before.signals_sent, 1, "the remote CPU was not signalled");
+	cr_assert_eq(smmu_munmap(e.mm, r.dst, PS), 0);
+	env_fini(&e);
+}
+
+Test(remap, remote_cpu_loses_source_signal)
+{
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_SIGNAL);
+}
+
+Test(remap, remote_cpu_loses_source_rcu)
+{
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU);
+}
+
+Test(remap, remote_cpu_loses_source_rcu_deferred)
+{
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU_DEFERRED);
+}
+
+Test(remap, batch_one_gather_one_shootdown)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	struct smmu_remap m[3];
+	for (int i = 0; i < 3; i++) {
+		smmu_addr_t a = map(&e, H + (smmu_addr_t)i * 16 * PS, 4 * PS, RW);
+		stamp(&e, a, 4, 1000u * (unsigned)i);
+		m[i] = (struct smmu_remap){ .from = a, .to = H + 256 * PS + (smmu_addr_t)i * 8 * PS, .len = 4 * PS };
+	}
+	struct smmu_stats before = stats(&e);
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 3), 0);
+	struct smmu_stats after = stats(&e);
+	cr_assert_eq(after.gathers - before.gathers, 1);
+	cr_assert_eq(after.shootdowns - before.shootdowns, 1);
+	uint64_t v;
+	for (int i = 0; i < 3; i++) {
+		check_stamps(&e, m[i].to, 4, 1000u * (unsigned)i);
+		cr_assert_eq(smmu_try_load64(e.cpu, m[i].from, &v), -EFAULT);
+		cr_assert_eq(smmu_munmap(e.mm, m[i].to, 4 * PS), 0);
+	}
+	cr_assert_eq(smmu_mremap_batch(e.mm, NULL, 0), 0);
+	env_fini(&e);
+}
+
+Test(remap, all_or_nothing)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	smmu_addr_t a = map(&e, H, 4 * PS, RW), b = map(&e, H + 16 * PS, 4 * PS, RW);
+	map(&e, H + 64 * PS, PS, RW); /* an obstacle */
+	stamp(&e, a, 4, 1);
+	stamp(&e, b, 4, 50);
+	struct smmu_stats before = stats(&e);
+	struct smmu_remap m[2] = { { .from = a, .to = H + 32 * PS, .len = 4 * PS },
+				   { .from = b, .to = H + 62 * PS, .len = 4 * PS } };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EEXIST, "destination over a mapping");
+	m[1].to = H + 34 * PS;
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EINVAL, "overlapping destinations");
+	m[1].to = H + 40 * PS;
+	m[1].from = b + PS;
+	m[1].len = 4 * PS;
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EFAULT, "a source page not mapped");
+	m[1] = (struct smmu_remap){ .from = b, .to = a + 2 * PS, .len = 4 * PS };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EINVAL, "destination overlapping a source");
+	m[1] = (struct smmu_remap){ .from = b + 1, .to = H + 40 * PS, .len = PS };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EINVAL, "misaligned");
+	m[1] = (struct smmu_remap){ .from = b, .to = H + 40 * PS, .len = 0 };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EINVAL, "empty");
+	m[1] = (struct smmu_remap){ .from = b, .to = 0, .len = PS };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EINVAL, "below the lowest address");
+	cr_assert_eq(smmu_mremap_batch(e.mm, NULL, 1), -EINVAL);
+	cr_assert_eq(smmu_mremap_batch(NULL, m, 1), -EINVAL);
+	cr_assert_eq(smmu_mremap(e.mm, a, PS, H + 40 * PS, 1), -EINVAL, "unknown flag");
+	/* Nothing moved, nothing flushed. */
+	struct smmu_stats after = stats(&e);
+	cr_assert_eq(after.shootdowns, before.shootdowns);
+	check_stamps(&e, a, 4, 1);
+	check_stamps(&e, b, 4, 50);
+	struct smmu_region reg;
+	cr_assert_eq(smmu_mm_find(e.mm, H + 32 * PS, &reg), 0);
+	cr_assert_eq(reg.start, H + 64 * PS, "a destination was mapped");
+	cr_assert_eq(smmu_munmap(e.mm, H, 128 * PS), 0);
+	env_fini(&e);
+}
+
+/* Subscribers see one REMAP change per source, secondary before end. */
+struct log {
+	int n;
+	int ev[16];
+	smmu_addr_t s[16], e[16];
+	char what[16];
+};
+
+static int n_start(void *arg, const struct smmu_notify_range *r)
+{
+	struct log *l = arg;
+	l->ev[l->n] = r->event;
+	l->s[l->n] = r->start;
+	l->e[l->n] = r->end;
+	l->what[l->n++] = 's';
+	return 0;
+}
+
+static void n_sec(void *arg, const struct smmu_notify_range *r)
+{
+	struct log *l = arg;
+	l->ev[l->n] = r->event;
+	l->s[l->n] = r->start;
+	l->e[l->n] = r->end;
+	l->what[l->n++] = 'x';
+}
+
+static void n_end(void *arg, const struct smmu_notify_range *r)
+{
+	struct log *l = arg;
+	l->ev[l->n] = r->event;
+	l->s[l->n] = r->start;
+	l->e[l->n] = r->end;
+	l->what[l->n++] = 'e';
+}
+
+Test(remap, notifiers_see_remap)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	smmu_addr_t a = map(&e, H, 2 * PS, RW), b = map(&e, H + 8 * PS, PS, RW);
+	stamp(&e, a, 2, 5);
+	static const struct smmu_notifier_ops ops = {
+		.invalidate_range_start = n_start, .invalidate_secondary_tlbs = n_sec, .invalidate_range_end = n_end
+	};
+	struct log l = { 0 };
+	struct smmu_notifier *n;
+	cr_assert_eq(smmu_notifier_register(e.mm, &ops, &l, &n), 0);
+	struct smmu_remap m[2] = { { .from = a, .to = H + 32 * PS, .len = 2 * PS },
+				   { .from = b, .to = H + 40 * PS, .len = PS } };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), 0);
+	cr_assert_eq(l.n, 6, "calls: %d", l.n);
+	cr_assert_eq(strncmp(l.what, "ssxxee", 6), 0, "order %.6s", l.what);
+	for (int i = 0; i < 6; i++)
+		cr_assert_eq(l.ev[i], SMMU_NOTIFY_REMAP);
+	cr_assert_eq(l.s[0], a);
+	cr_assert_eq(l.e[0], a + 2 * PS);
+	cr_assert_eq(l.s[1], b);
+	cr_assert_eq(l.e[1], b + PS);
+	cr_assert_eq(smmu_notifier_unregister(n), 0);
+	check_stamps(&e, H + 32 * PS, 2, 5);
+	cr_assert_eq(smmu_munmap(e.mm, H, 64 * PS), 0);
+	env_fini(&e);
+}
