@@ -337,3 +337,108 @@ Test(remap, notifiers_see_remap)
 	cr_assert_eq(smmu_munmap(e.mm, H, 64 * PS), 0);
 	env_fini(&e);
 }
+
+/*
+ * Hammer: a writer moves one page back and forth between A and B while
+ * reader CPUs load from the address it is NOT at.  The writer brackets
+ * each move with a sequence count, odd while it runs (a seqlock).
+ * Property 1 for moves: a load that began after a move to w had returned,
+ * with no other move begun before the load ended (the even count did not
+ * change across it), never succeeds at the other address; and any load
+ * that succeeds reads the page's contents (never a fresh zero page or a
+ * poisoned, freed frame).
+ */
+#define MAGIC 0x5eed5eed5eed5eedull
+
+struct hammer {
+	struct smmu_mm *mm;
+	smmu_addr_t a, b;
+	enum smmu_shootdown_mode mode;
+	_Atomic smmu_addr_t where;
+	atomic_ulong seq;
+	atomic_bool stop;
+	atomic_ulong loads, hits, violations, bad_values;
+};
+
+static void *hammer_reader(void *arg)
+{
+	struct hammer *h = arg;
+	struct smmu_cpu *c;
+	cr_assert_eq(smmu_cpu_register(h->mm, &c), 0);
+	unsigned long n = 0, hits = 0;
+	while (!atomic_load(&h->stop)) {
+		if (h->mode != SMMU_SHOOTDOWN_SIGNAL)
+			smmu_quiescent(c);
+		unsigned long s1 = atomic_load(&h->seq);
+		if (s1 & 1)
+			continue; /* a move is running: where is in flux */
+		smmu_addr_t w = atomic_load(&h->where);
+		smmu_addr_t other = w == h->a ? h->b : h->a;
+		uint64_t v;
+		/* now and then the current place too: fills a TLB entry there */
+		smmu_addr_t at = (n & 3) == 0 ? w : other;
+		int err = smmu_try_load64(c, at + 8, &v);
+		n++;
+		if (err)
+			continue;
+		hits++;
+		if (v != MAGIC)
+			atomic_fetch_add(&h->bad_values, 1);
+		if (at == other && atomic_load(&h->seq) == s1)
+			atomic_fetch_add(&h->violations, 1);
+	}
+	atomic_fetch_add(&h->loads, n);
+	atomic_fetch_add(&h->hits, hits);
+	cr_assert_eq(smmu_cpu_unregister(c), 0);
+	return NULL;
+}
+
+static void hammer(enum smmu_shootdown_mode mode)
+{
+	struct env e;
+	env_init(&e, mode);
+	struct hammer h = { .mm = e.mm, .a = H, .b = H + 64 * PS, .mode = mode };
+	map(&e, h.a, PS, RW);
+	smmu_store64(e.cpu, h.a + 8, MAGIC);
+	atomic_store(&h.where, h.a);
+	cr_assert_eq(smmu_cpu_offline(e.cpu), 0); /* the writer only moves */
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, hammer_reader, &h), 0);
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	unsigned long moves = 0;
+	do {
+		smmu_addr_t from = atomic_load(&h.where), to = from == h.a ? h.b : h.a;
+		atomic_fetch_add(&h.seq, 1); /* odd: moving */
+		cr_assert_eq(smmu_mremap(e.mm, from, PS, to, 0), 0);
+		atomic_store(&h.where, to);
+		atomic_fetch_add(&h.seq, 1); /* even: the move returned */
+		moves++;
+		struct timespec pause = { 0, 20000 }; /* readers get even windows */
+		nanosleep(&pause, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) < 1000000000L);
+	atomic_store(&h.stop, true);
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_eq(smmu_cpu_online(e.cpu), 0);
+	cr_log_info("%lu moves, %lu loads, %lu hits", moves, atomic_load(&h.loads), atomic_load(&h.hits));
+	cr_assert_gt(moves, 1);
+	cr_assert_gt(atomic_load(&h.hits), 0, "no load ever succeeded: the test checked nothing");
+	cr_assert_eq(atomic_load(&h.bad_values), 0, "a load read something else than the moved page");
+	cr_assert_eq(atomic_load(&h.violations), 0, "a load succeeded at the address a returned move had left");
+	cr_assert_eq(smmu_load64(e.cpu, atomic_load(&h.where) + 8), MAGIC);
+	cr_assert_eq(smmu_munmap(e.mm, atomic_load(&h.where), PS), 0);
+	env_fini(&e);
+}
+
+Test(remap, hammer_signal)
+{
+	hammer(SMMU_SHOOTDOWN_SIGNAL);
+}
+
+Test(remap, hammer_rcu)
+{
+	hammer(SMMU_SHOOTDOWN_RCU);
+}
