@@ -156,6 +156,35 @@ void smmu__notify_fini(struct smmu_mm *mm)
 
 /* ------------------------------------------------------------ subscribing */
 
+/* The two kinds of subscription live on two lists of their own types, and
+ * are linked and unlinked the same way (notify.lock held). */
+
+/* Publish s at the head of the list, then advance the epoch to name it:
+ * a change that reads the new epoch finds s in the list. */
+#define SUB_LINK(n, head, s)                                   \
+	do {                                                   \
+		(s)->epoch = atomic_load(&(n)->epoch) + 1;     \
+		(s)->linked = true;                            \
+		atomic_store(&(s)->next, atomic_load(head));   \
+		atomic_store(head, (s));                       \
+		atomic_store(&(n)->epoch, (s)->epoch);         \
+		atomic_fetch_add(&(n)->count, 1);              \
+	} while (0)
+
+/* Take s out of the list if it is still in it (readers may still be on it:
+ * s->next stays valid until the grace period). */
+#define SUB_UNLINK(n, head, s)                                          \
+	do {                                                            \
+		if ((s)->linked) {                                      \
+			__typeof__(s) _Atomic *pp_ = (head);            \
+			while (atomic_load(pp_) != (s))                 \
+				pp_ = &atomic_load(pp_)->next;          \
+			atomic_store(pp_, atomic_load(&(s)->next));     \
+			(s)->linked = false;                            \
+			atomic_fetch_sub(&(n)->count, 1);               \
+		}                                                       \
+	} while (0)
+
 SMMU_API int smmu_notifier_register(struct smmu_mm *mm, const struct smmu_notifier_ops *ops, void *arg,
 				    struct smmu_notifier **out)
 {
@@ -172,12 +201,7 @@ SMMU_API int smmu_notifier_register(struct smmu_mm *mm, const struct smmu_notifi
 	struct smmu__notify *n = &mm->notify;
 	smmu__mm_rdlock(mm); /* no change is between its test and its clearing */
 	pthread_mutex_lock(&n->lock);
-	s->epoch = atomic_load(&n->epoch) + 1;
-	s->linked = true;
-	atomic_store(&s->next, atomic_load(&n->subs));
-	atomic_store(&n->subs, s);      /* published ... */
-	atomic_store(&n->epoch, s->epoch); /* ... before the epoch names it */
-	atomic_fetch_add(&n->count, 1);
+	SUB_LINK(n, &n->subs, s);
 	pthread_mutex_unlock(&n->lock);
 	pthread_rwlock_unlock(&mm->lock);
 	*out = s;
@@ -196,14 +220,7 @@ SMMU_API int smmu_notifier_unregister(struct smmu_notifier *s)
 	if (in_callback == mm)
 		return -EDEADLK;
 	pthread_mutex_lock(&mm->notify.lock);
-	if (s->linked) {
-		struct smmu_notifier *_Atomic *pp = &mm->notify.subs;
-		while (atomic_load(pp) != s)
-			pp = &atomic_load(pp)->next;
-		atomic_store(pp, atomic_load(&s->next));
-		s->linked = false;
-		atomic_fetch_sub(&mm->notify.count, 1);
-	}
+	SUB_UNLINK(&mm->notify, &mm->notify.subs, s);
 	pthread_mutex_unlock(&mm->notify.lock);
 	synchronize(); /* no callback of s still runs */
 	if (s->ops->release) {
@@ -238,12 +255,7 @@ SMMU_API int smmu_interval_notifier_insert(struct smmu_mm *mm, smmu_addr_t start
 	pthread_mutex_unlock(&n->seq_lock);
 	smmu__mm_rdlock(mm);
 	pthread_mutex_lock(&n->lock);
-	s->epoch = atomic_load(&n->epoch) + 1;
-	s->linked = true;
-	atomic_store(&s->next, atomic_load(&n->intervals));
-	atomic_store(&n->intervals, s);
-	atomic_store(&n->epoch, s->epoch);
-	atomic_fetch_add(&n->count, 1);
+	SUB_LINK(n, &n->intervals, s);
 	pthread_mutex_unlock(&n->lock);
 	pthread_rwlock_unlock(&mm->lock);
 	*out = s;
@@ -262,14 +274,7 @@ SMMU_API int smmu_interval_notifier_remove(struct smmu_interval_notifier *s)
 	if (in_callback == mm)
 		return -EDEADLK;
 	pthread_mutex_lock(&mm->notify.lock);
-	if (s->linked) {
-		struct smmu_interval_notifier *_Atomic *pp = &mm->notify.intervals;
-		while (atomic_load(pp) != s)
-			pp = &atomic_load(pp)->next;
-		atomic_store(pp, atomic_load(&s->next));
-		s->linked = false;
-		atomic_fetch_sub(&mm->notify.count, 1);
-	}
+	SUB_UNLINK(&mm->notify, &mm->notify.intervals, s);
 	pthread_mutex_unlock(&mm->notify.lock);
 	synchronize();
 	smmu__free(s, sizeof(*s));
