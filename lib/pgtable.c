@@ -14,22 +14,28 @@
 #include "mm.h"
 #include "util.h"
 
-_Atomic smmu_pte_t *smmu__pt_lookup(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr)
+_Atomic smmu_pte_t *smmu__pt_slot(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, unsigned at)
 {
 	struct smmu__ptable *t = root;
-	for (unsigned level = SMMU_PT_LEVELS - 1; level > 0; level--) {
+	for (unsigned level = SMMU_PT_LEVELS - 1; level > at; level--) {
 		smmu_pte_t e = atomic_load(&t->e[smmu__pt_index(page_shift, addr, level)]);
 		if (!e)
 			return NULL;
 		t = smmu__pt_child(e);
 	}
-	return &t->e[smmu__pt_index(page_shift, addr, 0)];
+	return &t->e[smmu__pt_index(page_shift, addr, at)];
 }
 
-int smmu__pt_lookup_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, _Atomic smmu_pte_t **slot)
+_Atomic smmu_pte_t *smmu__pt_lookup(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr)
+{
+	return smmu__pt_slot(root, page_shift, addr, 0);
+}
+
+int smmu__pt_slot_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, unsigned at,
+			_Atomic smmu_pte_t **slot)
 {
 	struct smmu__ptable *t = root;
-	for (unsigned level = SMMU_PT_LEVELS - 1; level > 0; level--) {
+	for (unsigned level = SMMU_PT_LEVELS - 1; level > at; level--) {
 		_Atomic smmu_pte_t *pe = &t->e[smmu__pt_index(page_shift, addr, level)];
 		smmu_pte_t e = atomic_load_explicit(pe, memory_order_acquire);
 		if (!e) {
@@ -47,8 +53,13 @@ int smmu__pt_lookup_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_a
 		}
 		t = smmu__pt_child(e);
 	}
-	*slot = &t->e[smmu__pt_index(page_shift, addr, 0)];
+	*slot = &t->e[smmu__pt_index(page_shift, addr, at)];
 	return 0;
+}
+
+int smmu__pt_lookup_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, _Atomic smmu_pte_t **slot)
+{
+	return smmu__pt_slot_alloc(root, page_shift, addr, 0, slot);
 }
 
 smmu_pte_t smmu__pte_prot_bits(int prot)

@@ -111,6 +111,15 @@ static inline uint64_t smmu__pt_span(unsigned page_shift, unsigned level)
 struct smmu_mm;
 struct smmu__gather;
 
+/* The slot at level `at` (0: the leaf) on the way to addr, or NULL if a
+ * table above it is missing.  Lock-free. */
+_Atomic smmu_pte_t *smmu__pt_slot(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, unsigned at);
+
+/* smmu__pt_slot, allocating the missing tables above it (see
+ * smmu__pt_lookup_alloc). */
+int smmu__pt_slot_alloc(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, unsigned at,
+			_Atomic smmu_pte_t **slot);
+
 /* The leaf slot for addr, or NULL if a table on the way is missing.
  * Lock-free. */
 _Atomic smmu_pte_t *smmu__pt_lookup(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr);

@@ -9,14 +9,16 @@
  *      source regions' copies; an error here changes nothing (tables made
  *      for nothing are pruned again, through a gather);
  *   2. invalidate_range_start(SMMU_NOTIFY_REMAP) over each source;
- *   3. move each leaf: exchange the source slot with 0, store the value in
- *      the (empty) destination slot without its CPU bits (no TLB holds the
- *      new address); the source's CPU bits and range go on the gather, as
- *      a zap's would - a CPU that filled from the old entry is among them
- *      (pgtable.h), and a walk that missed the exchange faults, waits for
- *      the lock and finds the source unmapped;
- *   4. move the regions (protection, fault handler) and prune the source's
- *      emptied table pages onto the gather;
+ *   3. move each piece (a leaf, or a whole subtree when both sides are
+ *      aligned to it: see next_piece): exchange the source slot with 0,
+ *      store the value in the (empty) destination slot (a leaf without its
+ *      CPU bits: no TLB holds the new address); the source's CPU bits (all
+ *      CPUs for a subtree) and range go on the gather, as a zap's would -
+ *      a CPU that filled from the old entry is among them (pgtable.h), and
+ *      a walk that missed the exchange faults, waits for the lock and finds
+ *      the source unmapped;
+ *   4. move the regions (protection, fault handler); after every move,
+ *      prune the sources' emptied table pages onto the gather;
  * then, without the lock, the gather's flush shoots down the sources (the
  * secondary TLBs too) and frees only the pruned tables; end brackets.
  * A CPU that still holds a source entry until the shootdown reaches the
@@ -72,23 +74,95 @@ static int check_moves(struct smmu_mm *mm, const struct smmu_remap *moves, size_
 	return err;
 }
 
-/* Leaves of [from, from + len) move to [to, to + len); the destination's
- * tables exist (reserved).  The source's CPU bits and range go on g. */
-static void move_leaves(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t from, smmu_addr_t to, uint64_t len)
+/*
+ * A move goes piece by piece.  A piece is a whole subtree when source and
+ * destination are both aligned to what one entry of some upper level
+ * covers, the move covers all of it, the source has a table there and the
+ * destination's slot is empty: then that one entry moves, as the kernel
+ * moves PMDs and PUDs - 1 GiB aligned is a few hundred pointer moves.
+ * Otherwise it is one leaf, or a stretch where the source has nothing.
+ * The plan is a pure function of the tree, which nothing else changes
+ * while the mapping lock is held exclusively, so reserving (step 1) and
+ * moving (step 3) cut the same pieces.
+ */
+enum piece_kind { PIECE_HOLE = -1, PIECE_LEAF = 0 /* > 0: a subtree at that level */ };
+
+static uint64_t next_piece(struct smmu_mm *mm, smmu_addr_t a, smmu_addr_t b, uint64_t rem, int *kind)
 {
-	for (uint64_t off = 0; off < len; off += mm->page_size) {
-		_Atomic smmu_pte_t *src = smmu__pt_lookup(mm->root, mm->page_shift, from + off);
-		if (!src || !atomic_load_explicit(src, memory_order_relaxed))
+	const unsigned shift = mm->page_shift;
+	struct smmu__ptable *t = mm->root;
+	for (unsigned level = SMMU_PT_LEVELS - 1;; level--) {
+		uint64_t span = smmu__pt_span(shift, level);
+		smmu_pte_t e = atomic_load_explicit(&t->e[smmu__pt_index(shift, a, level)], memory_order_relaxed);
+		if (!e) { /* nothing mapped up to the end of this entry's span */
+			uint64_t left = span - (a & (span - 1));
+			*kind = PIECE_HOLE;
+			return left < rem ? left : rem;
+		}
+		if (level == 0) {
+			*kind = PIECE_LEAF;
+			return span;
+		}
+		if (!(a & (span - 1)) && !(b & (span - 1)) && rem >= span) {
+			_Atomic smmu_pte_t *d = smmu__pt_slot(mm->root, shift, b, level);
+			if (!d || !atomic_load_explicit(d, memory_order_relaxed)) {
+				*kind = (int)level;
+				return span;
+			}
+		}
+		t = smmu__pt_child(e);
+	}
+}
+
+/* Step 1 for one move: the destination's tables above each piece. */
+static int reserve(struct smmu_mm *mm, smmu_addr_t from, smmu_addr_t to, uint64_t len)
+{
+	for (uint64_t off = 0, n; off < len; off += n) {
+		int kind;
+		n = next_piece(mm, from + off, to + off, len - off, &kind);
+		_Atomic smmu_pte_t *slot;
+		if (kind != PIECE_HOLE) {
+			int err = smmu__pt_slot_alloc(mm->root, mm->page_shift, to + off, (unsigned)kind, &slot);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
+/* Step 3 for one move: [from, from + len) moves to [to, to + len).  What
+ * the source's TLB entries could hold goes on g: each leaf's CPU bits and
+ * page, or for a subtree its whole span and every CPU (reading 512 entries
+ * a table for their bits would cost more than the move). */
+static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t from, smmu_addr_t to, uint64_t len)
+{
+	for (uint64_t off = 0, n; off < len; off += n) {
+		int kind;
+		n = next_piece(mm, from + off, to + off, len - off, &kind);
+		if (kind == PIECE_HOLE)
 			continue;
+		_Atomic smmu_pte_t *src = smmu__pt_slot(mm->root, mm->page_shift, from + off, (unsigned)kind);
+		_Atomic smmu_pte_t *dst = smmu__pt_slot(mm->root, mm->page_shift, to + off, (unsigned)kind);
+		SMMU_ASSERT(src && dst && !atomic_load_explicit(dst, memory_order_relaxed));
+		if (kind > 0) {
+			/* A walker that read the source link before the exchange
+			 * walks a table that stays alive (it is the destination's
+			 * now); what it fills is shot down below. */
+			atomic_store(dst, atomic_exchange(src, 0));
+			smmu__gather_range(g, from + off, from + off + n);
+			g->cpus = SMMU_CPUS_ALL;
+			continue;
+		}
 		smmu_pte_t pte = atomic_exchange(src, 0);
-		_Atomic smmu_pte_t *dst = smmu__pt_lookup(mm->root, mm->page_shift, to + off);
-		SMMU_ASSERT(dst && !atomic_load_explicit(dst, memory_order_relaxed));
+		if (!pte)
+			continue;
 		/* Release: whatever was written through the source before the
-		 * exchange is visible to a walker of the destination. */
+		 * exchange is visible to a walker of the destination.  No TLB
+		 * holds the new address: the CPU bits start empty. */
 		atomic_store_explicit(dst, pte & ~((smmu_pte_t)SMMU_CPUS_ALL << SMMU_PTE_CPUS_SHIFT),
 				      memory_order_release);
 		if (pte & SMMU_PTE_PRESENT) { /* a PROTNONE entry never reached a TLB */
-			smmu__gather_range(g, from + off, from + off + mm->page_size);
+			smmu__gather_range(g, from + off, from + off + n);
 			g->cpus |= smmu__pte_cpus(pte);
 		}
 	}
@@ -124,12 +198,8 @@ SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *move
 		err = -ENOMEM;
 	if (!err)
 		err = smmu__regions_reserve(&mm->regions, 2 * n + pieces);
-	for (size_t i = 0; i < n && !err; i++) {
-		for (uint64_t off = 0; off < ends[i] - moves[i].from && !err; off += mm->page_size) {
-			_Atomic smmu_pte_t *slot;
-			err = smmu__pt_lookup_alloc(mm->root, mm->page_shift, moves[i].to + off, &slot);
-		}
-	}
+	for (size_t i = 0; i < n && !err; i++)
+		err = reserve(mm, moves[i].from, moves[i].to, ends[i] - moves[i].from);
 	if (err) {
 		struct smmu__gather g; /* tables made for nothing: after a flush */
 		smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
@@ -152,7 +222,7 @@ SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *move
 	g.nnotify = n;
 	for (size_t i = 0; i < n; i++) {
 		const smmu_addr_t from = moves[i].from, end = ends[i], to = moves[i].to;
-		move_leaves(mm, &g, from, to, end - from);
+		move_pieces(mm, &g, from, to, end - from);
 		size_t k = 0;
 		for (size_t j = smmu__regions_lower_bound(&mm->regions, from);
 		     j < mm->regions.n && mm->regions.v[j].start < end; j++)
@@ -164,8 +234,11 @@ SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *move
 			smmu__regions_insert_handler(&mm->regions, to + (s - from), to + (e - from), r->prot, r->flags,
 						     r->handler, r->handler_arg);
 		}
-		smmu__pt_prune(mm, &g, from, end);
 	}
+	/* Only after every move: a table emptied by one move's source may be
+	 * on the way to a later move's reserved destination. */
+	for (size_t i = 0; i < n; i++)
+		smmu__pt_prune(mm, &g, moves[i].from, ends[i]);
 	pthread_rwlock_unlock(&mm->lock);
 	smmu__gather_finish(&g);
 	for (size_t i = 0; i < n; i++)

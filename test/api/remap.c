@@ -163,13 +163,14 @@ static void *remote_main(void *arg)
 	return NULL;
 }
 
-static void remote_cpu_loses_source(enum smmu_shootdown_mode mode)
+/* Move len bytes from src to dst (page 0 written, the rest not present). */
+static void remote_cpu_loses_source(enum smmu_shootdown_mode mode, smmu_addr_t src, smmu_addr_t dst, size_t len)
 {
 	struct env e;
 	env_init(&e, mode);
-	smmu_addr_t a = map(&e, H, PS, RW);
+	smmu_addr_t a = map(&e, src, len, RW);
 	smmu_store64(e.cpu, a + 8, 42);
-	struct remote r = { .mm = e.mm, .src = a, .dst = H + 16 * PS };
+	struct remote r = { .mm = e.mm, .src = a, .dst = dst };
 	pthread_t t;
 	cr_assert_eq(pthread_create(&t, NULL, remote_main, &r), 0);
 	while (atomic_load(&r.phase) < 1)
@@ -177,7 +178,7 @@ static void remote_cpu_loses_source(enum smmu_shootdown_mode mode)
 	if (mode != SMMU_SHOOTDOWN_SIGNAL)
 		cr_assert_eq(smmu_cpu_offline(e.cpu), 0); /* grace periods need not wait for us */
 	struct smmu_stats before = stats(&e);
-	cr_assert_eq(smmu_mremap(e.mm, a, PS, r.dst, 0), 0);
+	cr_assert_eq(smmu_mremap(e.mm, a, len, r.dst, 0), 0);
 	struct smmu_stats after = stats(&e);
 	atomic_store(&r.phase, 2);
 	pthread_join(t, NULL);
@@ -188,23 +189,102 @@ static void remote_cpu_loses_source(enum smmu_shootdown_mode mode)
 	cr_assert_eq(after.shootdowns - before.shootdowns, 1);
 	if (mode == SMMU_SHOOTDOWN_SIGNAL)
 		cr_assert_eq(after.signals_sent - before.signals_sent, 1, "the remote CPU was not signalled");
-	cr_assert_eq(smmu_munmap(e.mm, r.dst, PS), 0);
+	cr_assert_eq(smmu_munmap(e.mm, r.dst, len), 0);
 	env_fini(&e);
 }
 
 Test(remap, remote_cpu_loses_source_signal)
 {
-	remote_cpu_loses_source(SMMU_SHOOTDOWN_SIGNAL);
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_SIGNAL, H, H + 16 * PS, PS);
 }
 
 Test(remap, remote_cpu_loses_source_rcu)
 {
-	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU);
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU, H, H + 16 * PS, PS);
 }
 
 Test(remap, remote_cpu_loses_source_rcu_deferred)
 {
-	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU_DEFERRED);
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU_DEFERRED, H, H + 16 * PS, PS);
+}
+
+/* The same when a whole leaf table moves (2 MiB aligned on both sides). */
+#define MB2 ((smmu_addr_t)2 << 20)
+
+Test(remap, remote_cpu_loses_subtree_source_signal)
+{
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_SIGNAL, H + MB2, H + 32 * MB2, MB2);
+}
+
+Test(remap, remote_cpu_loses_subtree_source_rcu)
+{
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU, H + MB2, H + 32 * MB2, MB2);
+}
+
+Test(remap, remote_cpu_loses_subtree_source_rcu_deferred)
+{
+	remote_cpu_loses_source(SMMU_SHOOTDOWN_RCU_DEFERRED, H + MB2, H + 32 * MB2, MB2);
+}
+
+/*
+ * Aligned moves take whole table pages along (the source's tables are not
+ * emptied and freed, so tables_freed stays 0), at the leaf-table level (2
+ * MiB) and the level above (1 GiB); a move 4 KiB off alignment goes entry
+ * by entry and frees the source's emptied leaf tables.  Data, holes and
+ * the unreachability of the source are the same either way.
+ */
+static void move_and_check(struct env *e, smmu_addr_t from, size_t len, smmu_addr_t to, const size_t *pages,
+			   size_t np, uint64_t tables_freed)
+{
+	map(e, from, len, RW);
+	for (size_t i = 0; i < np; i++)
+		smmu_store64(e->cpu, from + pages[i] * PS + 8, 500 + i);
+	struct smmu_stats before = stats(e);
+	size_t free_before = smmu_pool_free_frames(e->pool);
+	cr_assert_eq(smmu_mremap(e->mm, from, len, to, 0), 0);
+	struct smmu_stats after = stats(e);
+	cr_assert_eq(after.tables_freed - before.tables_freed, tables_freed, "tables freed: %llu",
+		     (unsigned long long)(after.tables_freed - before.tables_freed));
+	cr_assert_eq(after.shootdowns - before.shootdowns, 1);
+	cr_assert_eq(smmu_pool_free_frames(e->pool), free_before);
+	uint64_t v;
+	for (size_t i = 0; i < np; i++) {
+		cr_assert_eq(smmu_load64(e->cpu, to + pages[i] * PS + 8), 500 + i, "page %zu", pages[i]);
+		cr_assert_eq(smmu_try_load64(e->cpu, from + pages[i] * PS + 8, &v), -EFAULT);
+	}
+	cr_assert_eq(smmu_load64(e->cpu, to + PS + 16), 0, "a hole is demand-zero at its new place");
+	cr_assert_eq(smmu_munmap(e->mm, to, len), 0);
+}
+
+Test(remap, aligned_moves_take_tables_along)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	const size_t two_mb[] = { 0, 100, 511, 512, 1023 };
+	move_and_check(&e, H + 2 * MB2, 2 * MB2, H + 16 * MB2, two_mb, 5, 0);
+	move_and_check(&e, H + 2 * MB2, 2 * MB2, H + 16 * MB2 + PS, two_mb, 5, 2);
+	const size_t one_gb[] = { 0, 77777, 262143 };
+	move_and_check(&e, (smmu_addr_t)1 << 30, (size_t)1 << 30, (smmu_addr_t)4 << 30, one_gb, 3, 0);
+	env_fini(&e);
+}
+
+/* In one batch, the source of one move and the destination of a later one
+ * share a leaf table: the table emptied by the first move must still be
+ * there for the second. */
+Test(remap, batch_source_and_later_destination_share_a_table)
+{
+	struct env e;
+	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	smmu_addr_t a = map(&e, H, PS, RW), b = map(&e, H + 2 * MB2, PS, RW);
+	smmu_store64(e.cpu, a + 8, 1);
+	smmu_store64(e.cpu, b + 8, 2);
+	struct smmu_remap m[2] = { { .from = a, .to = H + 8 * MB2, .len = PS }, { .from = b, .to = H + PS, .len = PS } };
+	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), 0);
+	cr_assert_eq(smmu_load64(e.cpu, H + 8 * MB2 + 8), 1);
+	cr_assert_eq(smmu_load64(e.cpu, H + PS + 8), 2);
+	cr_assert_eq(smmu_munmap(e.mm, H + 8 * MB2, PS), 0);
+	cr_assert_eq(smmu_munmap(e.mm, H + PS, PS), 0);
+	env_fini(&e);
 }
 
 Test(remap, batch_one_gather_one_shootdown)
