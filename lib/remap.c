@@ -80,7 +80,8 @@ static int check_moves(struct smmu_mm *mm, const struct smmu_remap *moves, size_
  * covers, the move covers all of it, the source has a table there and the
  * destination's slot is empty: then that one entry moves, as the kernel
  * moves PMDs and PUDs - 1 GiB aligned is a few hundred pointer moves.
- * Otherwise it is one leaf, or a stretch where the source has nothing.
+ * Otherwise it is a run of leaves that ends where either side's leaf
+ * table ends, or a stretch where the source has no table at all.
  * The plan is a pure function of the tree, which nothing else changes
  * while the mapping lock is held exclusively, so reserving (step 1) and
  * moving (step 3) cut the same pieces.
@@ -92,16 +93,18 @@ static uint64_t next_piece(struct smmu_mm *mm, smmu_addr_t a, smmu_addr_t b, uin
 	const unsigned shift = mm->page_shift;
 	struct smmu__ptable *t = mm->root;
 	for (unsigned level = SMMU_PT_LEVELS - 1;; level--) {
+		if (level == 0) { /* leaves, up to the end of either side's leaf table */
+			unsigned ia = smmu__pt_index(shift, a, 0), ib = smmu__pt_index(shift, b, 0);
+			uint64_t run = (uint64_t)(SMMU_PT_ENTRIES - (ia > ib ? ia : ib)) << shift;
+			*kind = PIECE_LEAF;
+			return run < rem ? run : rem;
+		}
 		uint64_t span = smmu__pt_span(shift, level);
 		smmu_pte_t e = atomic_load_explicit(&t->e[smmu__pt_index(shift, a, level)], memory_order_relaxed);
 		if (!e) { /* nothing mapped up to the end of this entry's span */
 			uint64_t left = span - (a & (span - 1));
 			*kind = PIECE_HOLE;
 			return left < rem ? left : rem;
-		}
-		if (level == 0) {
-			*kind = PIECE_LEAF;
-			return span;
 		}
 		if (!(a & (span - 1)) && !(b & (span - 1)) && rem >= span) {
 			_Atomic smmu_pte_t *d = smmu__pt_slot(mm->root, shift, b, level);
@@ -143,8 +146,9 @@ static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t 
 			continue;
 		_Atomic smmu_pte_t *src = smmu__pt_slot(mm->root, mm->page_shift, from + off, (unsigned)kind);
 		_Atomic smmu_pte_t *dst = smmu__pt_slot(mm->root, mm->page_shift, to + off, (unsigned)kind);
-		SMMU_ASSERT(src && dst && !atomic_load_explicit(dst, memory_order_relaxed));
+		SMMU_ASSERT(src && dst);
 		if (kind > 0) {
+			SMMU_ASSERT(!atomic_load_explicit(dst, memory_order_relaxed));
 			/* A walker that read the source link before the exchange
 			 * walks a table that stays alive (it is the destination's
 			 * now); what it fills is shot down below. */
@@ -153,17 +157,23 @@ static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t 
 			g->cpus = SMMU_CPUS_ALL;
 			continue;
 		}
-		smmu_pte_t pte = atomic_exchange(src, 0);
-		if (!pte)
-			continue;
-		/* Release: whatever was written through the source before the
-		 * exchange is visible to a walker of the destination.  No TLB
-		 * holds the new address: the CPU bits start empty. */
-		atomic_store_explicit(dst, pte & ~((smmu_pte_t)SMMU_CPUS_ALL << SMMU_PTE_CPUS_SHIFT),
-				      memory_order_release);
-		if (pte & SMMU_PTE_PRESENT) { /* a PROTNONE entry never reached a TLB */
-			smmu__gather_range(g, from + off, from + off + n);
-			g->cpus |= smmu__pte_cpus(pte);
+		/* A run of leaves within one leaf table on each side.  An empty
+		 * slot stays empty (faults need the lock we hold), so it is
+		 * skipped without a locked instruction. */
+		for (uint64_t i = 0; i < n >> mm->page_shift; i++) {
+			if (!atomic_load_explicit(&src[i], memory_order_relaxed))
+				continue;
+			smmu_pte_t pte = atomic_exchange(&src[i], 0);
+			/* Release: whatever was written through the source before
+			 * the exchange is visible to a walker of the destination.
+			 * No TLB holds the new address: the CPU bits start empty. */
+			atomic_store_explicit(&dst[i], pte & ~((smmu_pte_t)SMMU_CPUS_ALL << SMMU_PTE_CPUS_SHIFT),
+					      memory_order_release);
+			if (pte & SMMU_PTE_PRESENT) { /* a PROTNONE entry never reached a TLB */
+				smmu_addr_t at = from + off + (i << mm->page_shift);
+				smmu__gather_range(g, at, at + mm->page_size);
+				g->cpus |= smmu__pte_cpus(pte);
+			}
 		}
 	}
 }

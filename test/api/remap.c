@@ -157,6 +157,7 @@ static void *remote_main(void *arg)
 	}
 	smmu_quiescent(c);
 	r->src_err = smmu_try_load64(c, r->src + 8, &v);
+	v = 0;
 	r->dst_ok = smmu_try_load64(c, r->dst + 8, &v) == 0 && v == 42;
 	atomic_store(&r->phase, 3);
 	smmu_cpu_unregister(c);
