@@ -41,26 +41,20 @@
  *
  * usage: stress-mirror [--seconds S] [--mirrors M] [--writers W] [--seed N]
  *                      [--mode signal|rcu|rcu-deferred]
- * Exit status 0 with zero violations (and no frame leaked), 1 otherwise;
- * HANG and abort() if a thread is still running 60 s after the stop.
+ * Exit status 0 with zero violations (and no frame leaked), 1 otherwise,
+ * 2 for bad options; HANG and abort() if a thread is still running 60 s
+ * after the stop.
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <softmmu/softmmu.h>
 
-#include <errno.h>
-#include <inttypes.h>
-#include <pthread.h>
+#include <getopt.h>
 #include <sched.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+
+#include "stress.h"
 
 #define NSLOTS 64
 #define TAG 0x3c
-#define POISON64 (0x0101010101010101ull * SMMU_POISON_BYTE)
 #define MAX_MIRRORS 16
 #define MAX_WRITERS 16
 #define MIN_SPAN 8 /* pages a subscription covers, at least */
@@ -69,7 +63,6 @@ static struct smmu_mm *mm;
 static smmu_addr_t base;
 static size_t page;
 static atomic_bool stop;
-static atomic_ulong violations;
 static enum smmu_shootdown_mode mode = SMMU_SHOOTDOWN_SIGNAL;
 
 /*
@@ -88,28 +81,6 @@ static int prot_now[NSLOTS];
 static _Atomic uint32_t unmapped[NSLOTS], readonly[NSLOTS], noaccess[NSLOTS];
 static atomic_bool mapping[NSLOTS]; /* set before an mmap, cleared once its stamps are written */
 static _Atomic uint32_t next_gen = 1;
-
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static void violation(const char *what, int slot, uint64_t v)
-{
-	if (atomic_fetch_add(&violations, 1) < 10)
-		fprintf(stderr, "VIOLATION: %s (slot %d, value 0x%016" PRIx64 ")\n", what, slot, v);
-}
-
-static void check(int err, const char *what)
-{
-	if (err) {
-		fprintf(stderr, "%s failed: %d\n", what, err);
-		abort();
-	}
-}
 
 static uint64_t stamp(uint32_t gen, unsigned slot)
 {
@@ -163,11 +134,11 @@ static bool invalidate(struct smmu_interval_notifier *sub, void *arg, const stru
 	}
 	smmu_interval_set_seq(sub, cur_seq);
 	if (m->state == SUB_GONE)
-		violation("invalidate callback after smmu_interval_notifier_remove returned", -1, r->start);
+		stress_violation("invalidate callback after smmu_interval_notifier_remove returned", -1, r->start);
 	smmu_addr_t s, e;
 	smmu_interval_notifier_range(sub, &s, &e);
 	if (!(r->start < e && s < r->end))
-		violation("invalidate callback for a range outside the interval", -1, r->start);
+		stress_violation("invalidate callback for a range outside the interval", -1, r->start);
 	/* Drop every entry of the range (all slots: an entry outside the
 	 * current interval would be a bug of ours, harmless to drop). */
 	for (unsigned i = 0; i < NSLOTS; i++) {
@@ -186,8 +157,8 @@ static const struct smmu_interval_notifier_ops mirror_ops = { .invalidate = inva
 /* Check one read of slot's stamp.  dead, none and busy were read before it. */
 static void check_stamp(struct mirror *m, unsigned slot, uint64_t v, uint32_t dead, uint32_t none, bool busy)
 {
-	if (v == POISON64) {
-		violation("read a freed (poisoned) frame through a cached host pointer", (int)slot, v);
+	if (v == STRESS_POISON64) {
+		stress_violation("read a freed (poisoned) frame through a cached host pointer", slot, v);
 		return;
 	}
 	if (v == 0) {
@@ -195,18 +166,18 @@ static void check_stamp(struct mirror *m, unsigned slot, uint64_t v, uint32_t de
 		 * translate, so before we read busy: if no mmap of the slot
 		 * was under way then, its stamp had been written. */
 		if (!busy)
-			violation("zero stamp though the mapping's stamp had been written", (int)slot, v);
+			stress_violation("zero stamp though the mapping's stamp had been written", slot, v);
 		m->fresh++;
 		return;
 	}
 	if ((v & 0xff) != TAG || ((v >> 8) & 0xffffff) != slot) {
-		violation("stamp of another page or mapping", (int)slot, v);
+		stress_violation("stamp of another page or mapping", slot, v);
 		return;
 	}
 	if (gen_of(v) <= dead)
-		violation("read through a host pointer whose munmap had returned", (int)slot, v);
+		stress_violation("read through a host pointer whose munmap had returned", slot, v);
 	if (gen_of(v) == none)
-		violation("read through a host pointer whose mprotect(NONE) had returned", (int)slot, v);
+		stress_violation("read through a host pointer whose mprotect(NONE) had returned", slot, v);
 }
 
 /* Dereference en, m's entry for slot.  Called with m->lock held: that is
@@ -222,11 +193,11 @@ static void use(struct mirror *m, unsigned slot, struct entry en)
 	uint64_t v = atomic_load_explicit(en.host, memory_order_relaxed);
 	m->reads++;
 	check_stamp(m, slot, v, dead, none, busy);
-	if (v == POISON64)
+	if (v == STRESS_POISON64)
 		return;
 	if (en.writable && v != 0 && gen_of(v) == ro)
-		violation("writable host pointer after mprotect(READ) had returned", (int)slot, v);
-	uint64_t x = rng(&m->seed);
+		stress_violation("writable host pointer after mprotect(READ) had returned", slot, v);
+	uint64_t x = stress_rng(&m->seed);
 	if (en.writable && (x & 3) == 0) {
 		/* A store to this mirror's scratch word of the page. */
 		atomic_store_explicit(en.host + 8 + m->id, v, memory_order_relaxed);
@@ -246,10 +217,10 @@ static void use(struct mirror *m, unsigned slot, struct entry en)
 				if (w != 0)
 					v = w;
 			} else if (w != v) {
-				if (w == POISON64)
+				if (w == STRESS_POISON64)
 					check_stamp(m, slot, w, dead, none, busy);
 				else
-					violation("stamp changed while the mirror held its lock", (int)slot, w);
+					stress_violation("stamp changed while the mirror held its lock", slot, w);
 				break;
 			}
 		}
@@ -263,7 +234,7 @@ static void fill_and_use(struct mirror *m, unsigned slot)
 	for (int tries = 0; tries < 1000; tries++) {
 		unsigned long seq = smmu_interval_read_begin(m->sub);
 		void *host;
-		bool writable = rng(&m->seed) & 1;
+		bool writable = stress_rng(&m->seed) & 1;
 		int err = smmu_mm_translate(mm, a, writable ? SMMU_PROT_READ | SMMU_PROT_WRITE : SMMU_PROT_READ, &host);
 		if (err == -EACCES && writable) {
 			writable = false;
@@ -273,7 +244,7 @@ static void fill_and_use(struct mirror *m, unsigned slot)
 			m->faults++; /* unmapped, PROT_NONE, or the pool is short */
 			return;
 		}
-		check(err, "smmu_mm_translate");
+		stress_check(err, "smmu_mm_translate");
 		pthread_mutex_lock(&m->lock);
 		if (smmu_interval_read_retry(m->sub, seq)) {
 			pthread_mutex_unlock(&m->lock);
@@ -305,15 +276,15 @@ static void access_slot(struct mirror *m, unsigned slot)
 
 static void subscribe(struct mirror *m)
 {
-	unsigned span = MIN_SPAN + (unsigned)(rng(&m->seed) % (NSLOTS - MIN_SPAN + 1));
-	m->lo = (unsigned)(rng(&m->seed) % (NSLOTS - span + 1));
+	unsigned span = MIN_SPAN + (unsigned)(stress_rng(&m->seed) % (NSLOTS - MIN_SPAN + 1));
+	m->lo = (unsigned)(stress_rng(&m->seed) % (NSLOTS - span + 1));
 	m->hi = m->lo + span;
 	pthread_mutex_lock(&m->lock);
 	m->state = SUB_LIVE; /* callbacks may come before insert returns */
 	pthread_mutex_unlock(&m->lock);
-	check(smmu_interval_notifier_insert(mm, base + (smmu_addr_t)m->lo * page, (size_t)span * page, &mirror_ops, m,
-					    &m->sub),
-	      "smmu_interval_notifier_insert");
+	stress_check(smmu_interval_notifier_insert(mm, base + (smmu_addr_t)m->lo * page, (size_t)span * page,
+						   &mirror_ops, m, &m->sub),
+		     "smmu_interval_notifier_insert");
 }
 
 static void unsubscribe(struct mirror *m)
@@ -323,7 +294,7 @@ static void unsubscribe(struct mirror *m)
 	for (unsigned i = 0; i < NSLOTS; i++)
 		m->e[i].host = NULL;
 	pthread_mutex_unlock(&m->lock);
-	check(smmu_interval_notifier_remove(m->sub), "smmu_interval_notifier_remove");
+	stress_check(smmu_interval_notifier_remove(m->sub), "smmu_interval_notifier_remove");
 	m->sub = NULL;
 	pthread_mutex_lock(&m->lock);
 	m->state = SUB_GONE;
@@ -335,13 +306,13 @@ static void *mirror_thread(void *arg)
 	struct mirror *m = arg;
 	subscribe(m);
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		if ((rng(&m->seed) & 4095) == 0) {
+		if ((stress_rng(&m->seed) & 4095) == 0) {
 			unsubscribe(m);
 			sched_yield(); /* a window for a late callback to show */
 			subscribe(m);
 			m->swaps++;
 		}
-		unsigned slot = m->lo + (unsigned)(rng(&m->seed) % (m->hi - m->lo));
+		unsigned slot = m->lo + (unsigned)(stress_rng(&m->seed) % (m->hi - m->lo));
 		access_slot(m, slot);
 	}
 	unsubscribe(m);
@@ -349,24 +320,6 @@ static void *mirror_thread(void *arg)
 }
 
 /* ---------------------------------------------------------------- writers */
-
-static bool lock_range(unsigned s, unsigned k)
-{
-	for (unsigned i = 0; i < k; i++) {
-		if (atomic_flag_test_and_set(&slot_lock[s + i])) {
-			while (i--)
-				atomic_flag_clear(&slot_lock[s + i]);
-			return false;
-		}
-	}
-	return true;
-}
-
-static void unlock_range(unsigned s, unsigned k)
-{
-	for (unsigned i = 0; i < k; i++)
-		atomic_flag_clear(&slot_lock[s + i]);
-}
 
 static bool all_mapped(unsigned s, unsigned k)
 {
@@ -385,7 +338,7 @@ static void verify_unchanged(struct smmu_cpu *cpu, unsigned s, unsigned k)
 		int err = smmu_try_load64(cpu, base + (smmu_addr_t)i * page, &v);
 		int want = !gen_now[i] ? -EFAULT : prot_now[i] == SMMU_PROT_NONE ? -EACCES : 0;
 		if (err != want || (want == 0 && v != stamp(gen_now[i], i)))
-			violation("a change refused with -EAGAIN changed the mapping", (int)i, v);
+			stress_violation("a change refused with -EAGAIN changed the mapping", i, v);
 	}
 }
 
@@ -409,17 +362,17 @@ static void *writer(void *arg)
 {
 	uint64_t seed = (uintptr_t)arg * 0xD1B54A32D192ED03ull + 7;
 	struct smmu_cpu *cpu;
-	check(smmu_cpu_register(mm, &cpu), "register");
+	stress_check(smmu_cpu_register(mm, &cpu), "register");
 	unsigned long ops = 0, eagain = 0;
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		unsigned k = 1 + (unsigned)(rng(&seed) % 4);
-		unsigned s = (unsigned)(rng(&seed) % (NSLOTS - k + 1));
-		if (!lock_range(s, k))
+		unsigned k = 1 + (unsigned)(stress_rng(&seed) % 4);
+		unsigned s = (unsigned)(stress_rng(&seed) % (NSLOTS - k + 1));
+		if (!stress_lock_range(slot_lock, s, k))
 			continue;
 		smmu_addr_t a = base + (smmu_addr_t)s * page;
 		size_t len = (size_t)k * page;
-		unsigned flags = (rng(&seed) & 3) == 0 ? SMMU_OP_NONBLOCK : 0;
-		unsigned op = (unsigned)(rng(&seed) % 16);
+		unsigned flags = (stress_rng(&seed) & 3) == 0 ? SMMU_OP_NONBLOCK : 0;
+		unsigned op = (unsigned)(stress_rng(&seed) % 16);
 		int err;
 		ops++;
 		if (op < 4) { /* unmap */
@@ -428,7 +381,7 @@ static void *writer(void *arg)
 				eagain++;
 				verify_unchanged(cpu, s, k);
 			} else {
-				check(err, "munmap");
+				stress_check(err, "munmap");
 				for (unsigned i = s; i < s + k; i++) {
 					if (gen_now[i])
 						atomic_store(&unmapped[i], gen_now[i]);
@@ -443,7 +396,7 @@ static void *writer(void *arg)
 				atomic_store(&readonly[i], 0);
 				atomic_store(&noaccess[i], 0);
 			}
-			int mflags = SMMU_MAP_FIXED | ((rng(&seed) & 1) ? SMMU_MAP_POPULATE : 0);
+			int mflags = SMMU_MAP_FIXED | ((stress_rng(&seed) & 1) ? SMMU_MAP_POPULATE : 0);
 			smmu_addr_t got;
 			err = smmu_mmap(mm, a, len, SMMU_PROT_READ | SMMU_PROT_WRITE, mflags, &got);
 			if (err == -ENOMEM) {
@@ -451,14 +404,15 @@ static void *writer(void *arg)
 				 * grace period): nothing changed. */
 				publish_prot(s, k);
 			} else {
-				check(err, "mmap");
+				stress_check(err, "mmap");
 				for (unsigned i = s; i < s + k; i++) {
 					if (gen_now[i])
 						atomic_store(&unmapped[i], gen_now[i]);
 					gen_now[i] = atomic_fetch_add(&next_gen, 1);
 					prot_now[i] = SMMU_PROT_READ | SMMU_PROT_WRITE;
-					check(smmu_try_store64(cpu, base + (smmu_addr_t)i * page, stamp(gen_now[i], i)),
-					      "stamp");
+					stress_check(smmu_try_store64(cpu, base + (smmu_addr_t)i * page,
+								      stamp(gen_now[i], i)),
+						     "stamp");
 				}
 			}
 			for (unsigned i = s; i < s + k; i++)
@@ -482,69 +436,69 @@ static void *writer(void *arg)
 				eagain++;
 				verify_unchanged(cpu, s, k);
 			} else {
-				check(err, "mprotect");
+				stress_check(err, "mprotect");
 				for (unsigned i = s; i < s + k; i++)
 					prot_now[i] = prot;
 			}
 			publish_prot(s, k); /* as it was, after a refusal */
 		} else if (op == 15) { /* dirty tracking: an invalidation that changes no mapping */
 			size_t was_dirty;
-			check(smmu_clear_dirty(mm, a, len, &was_dirty), "clear_dirty");
+			stress_check(smmu_clear_dirty(mm, a, len, &was_dirty), "clear_dirty");
 		}
-		unlock_range(s, k);
+		stress_unlock_range(slot_lock, s, k);
 		if (mode != SMMU_SHOOTDOWN_SIGNAL)
 			smmu_quiescent(cpu); /* a writer is a CPU: grace periods wait for it */
 	}
 	atomic_fetch_add(&writer_ops, ops);
 	atomic_fetch_add(&writer_eagain, eagain);
-	check(smmu_cpu_unregister(cpu), "unregister");
+	stress_check(smmu_cpu_unregister(cpu), "unregister");
 	return NULL;
 }
 
 /* ------------------------------------------------------------------- main */
+
+static int usage(const char *argv0)
+{
+	fprintf(stderr,
+		"usage: %s [--seconds S] [--mirrors M] [--writers W] [--seed N] [--mode signal|rcu|rcu-deferred]\n"
+		"  S > 0, M in 1..%d, W in 1..%d\n",
+		argv0, MAX_MIRRORS, MAX_WRITERS);
+	return 2;
+}
 
 int main(int argc, char **argv)
 {
 	double seconds = 5;
 	unsigned nmirrors = 3, nwriters = 2;
 	unsigned long seed = 1;
-	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--seconds"))
-			seconds = atof(argv[i + 1]);
-		else if (!strcmp(argv[i], "--mirrors"))
-			nmirrors = (unsigned)atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--writers"))
-			nwriters = (unsigned)atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--seed"))
-			seed = strtoul(argv[i + 1], NULL, 0);
-		else if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "signal"))
-			mode = SMMU_SHOOTDOWN_SIGNAL;
-		else if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "rcu"))
-			mode = SMMU_SHOOTDOWN_RCU;
-		else if (!strcmp(argv[i], "--mode") && !strcmp(argv[i + 1], "rcu-deferred"))
-			mode = SMMU_SHOOTDOWN_RCU_DEFERRED;
-		else {
-			fprintf(stderr,
-				"usage: %s [--seconds S] [--mirrors M] [--writers W] [--seed N] "
-				"[--mode signal|rcu|rcu-deferred]\n",
-				argv[0]);
-			return 2;
-		}
+	static const struct option opts[] = {
+		{ "seconds", required_argument, NULL, 't' }, { "mirrors", required_argument, NULL, 'M' },
+		{ "writers", required_argument, NULL, 'w' }, { "seed", required_argument, NULL, 's' },
+		{ "mode", required_argument, NULL, 'm' },    { NULL, 0, NULL, 0 },
+	};
+	int c, bad = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 't')
+			bad = stress_parse_seconds(optarg, &seconds);
+		else if (c == 'M')
+			bad = stress_parse_unsigned(optarg, 1, MAX_MIRRORS, &nmirrors);
+		else if (c == 'w')
+			bad = stress_parse_unsigned(optarg, 1, MAX_WRITERS, &nwriters);
+		else if (c == 's')
+			bad = stress_parse_ulong(optarg, 0, UINT32_MAX, &seed);
+		else if (c == 'm')
+			bad = stress_parse_mode(optarg, &mode);
+		else
+			bad = 1;
+		if (bad)
+			return usage(argv[0]);
 	}
-	if (argc % 2 == 0 || !nmirrors || nmirrors > MAX_MIRRORS || !nwriters || nwriters > MAX_WRITERS) {
-		fprintf(stderr, "%s: 1..%d mirrors, 1..%d writers, options in pairs\n", argv[0], MAX_MIRRORS,
-			MAX_WRITERS);
-		return 2;
-	}
+	if (optind < argc)
+		return usage(argv[0]);
 
 	struct smmu_pool *pool;
-	struct smmu_pool_config cfg = { .size = (NSLOTS + 64) * 4096, .flags = SMMU_POOL_POISON };
-	check(smmu_pool_create(&cfg, &pool), "pool");
-	struct smmu_mm_config mc = { .mode = mode };
-	check(smmu_mm_create_ex(pool, &mc, &mm), "mm");
+	stress_setup(NSLOTS, mode, &pool, &mm, &base);
 	page = smmu_mm_page_size(mm);
-	check(smmu_mmap(mm, 0, NSLOTS * page, SMMU_PROT_NONE, 0, &base), "reserve");
-	check(smmu_munmap(mm, base, NSLOTS * page), "unreserve");
 
 	pthread_t t[MAX_MIRRORS + MAX_WRITERS];
 	for (unsigned i = 0; i < nmirrors; i++) {
@@ -557,29 +511,15 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < nwriters; i++)
 		pthread_create(&t[nmirrors + i], NULL, writer, (void *)(uintptr_t)(i + seed * 1000 + 500));
-	struct timespec ts = { (time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9) };
+	struct timespec ts = { (time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9) };
 	nanosleep(&ts, NULL);
 	atomic_store(&stop, true);
-	/* A thread still running a minute after the stop is a hang (a callback
-	 * waiting forever, a read_begin never woken): say so and abort, long
-	 * before ctest's timeout would. */
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += 60;
-	for (unsigned i = 0; i < nmirrors + nwriters; i++) {
-		if (pthread_timedjoin_np(t[i], NULL, &deadline)) {
-			fprintf(stderr, "HANG: %s %u still running 60 s after the stop\n",
-				i < nmirrors ? "mirror" : "writer", i < nmirrors ? i : i - nmirrors);
-			abort();
-		}
-	}
+	/* A hang: a callback waiting forever, a read_begin never woken. */
+	stress_join(t, nmirrors + nwriters, nmirrors, "mirror", "writer");
 
 	struct smmu_stats st;
-	check(smmu_stats_get(mm, &st), "stats");
-	check(smmu_munmap(mm, base, NSLOTS * page), "final munmap");
-	check(smmu_mm_destroy(mm), "mm destroy");
-	size_t free_frames = smmu_pool_free_frames(pool), frames = smmu_pool_frames(pool);
-	check(smmu_pool_destroy(pool), "pool destroy");
+	stress_check(smmu_stats_get(mm, &st), "stats");
+	bool clean = stress_teardown(pool, mm, base, NSLOTS);
 
 	unsigned long lookups = 0, hits = 0, refills = 0, retries = 0, faults = 0, swaps = 0, reads = 0, fresh = 0,
 		      stores = 0, rereads = 0, inval = 0, refused = 0, ev[8] = { 0 };
@@ -601,9 +541,8 @@ int main(int argc, char **argv)
 			ev[j] += m->events[j];
 		pthread_mutex_destroy(&m->lock);
 	}
-	static const char *const names[] = { "signal", "rcu", "rcu-deferred" };
-	printf("stress-mirror: %s mode, %.1f s, %u mirrors, %u writers, seed %lu\n", names[mode], seconds, nmirrors,
-	       nwriters, seed);
+	printf("stress-mirror: %s mode, %.1f s, %u mirrors, %u writers, seed %lu\n", stress_mode_names[mode], seconds,
+	       nmirrors, nwriters, seed);
 	printf("  lookups %lu, hits %lu, refills %lu, read_retry failures %lu, not mapped/accessible %lu, "
 	       "subscription swaps %lu\n",
 	       lookups, hits, refills, retries, faults, swaps);
@@ -615,10 +554,6 @@ int main(int argc, char **argv)
 	printf("  shootdowns %" PRIu64 ", frames freed %" PRIu64 ", grace periods %" PRIu64 ", deferred frees %" PRIu64
 	       "\n",
 	       st.shootdowns, st.frames_freed, st.grace_periods, st.deferred_frees);
-	printf("  violations %lu\n", atomic_load(&violations));
-	if (free_frames != frames) {
-		printf("  LEAK: %zu of %zu frames free at the end\n", free_frames, frames);
-		return 1;
-	}
-	return atomic_load(&violations) ? 1 : 0;
+	printf("  violations %lu\n", atomic_load(&stress_violations));
+	return atomic_load(&stress_violations) || !clean ? 1 : 0;
 }
