@@ -97,7 +97,8 @@ static inline int stress_parse_ulong(const char *s, unsigned long min, unsigned 
 	if (*s < '0' || *s > '9') /* strtoul takes " 5" and "-5" */
 		return -EINVAL;
 	errno = 0;
-	unsigned long v = strtoul(s, &end, 0);
+	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+	unsigned long v = strtoul(s, &end, hex ? 16 : 10); /* "010" is ten */
 	if (errno || *end || v < min || v > max)
 		return -EINVAL;
 	*out = v;
