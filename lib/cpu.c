@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "alloc.h"
+#include "asid.h"
 #include "mm.h"
 #include "shootdown.h"
 #include "util.h"
@@ -73,6 +74,9 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 		return -EINVAL;
 	if (!smmu__is_pow2(max_entries) || max_entries < entries || max_entries > SMMU_TLB_MAX_ENTRIES)
 		return -EINVAL;
+	unsigned nasids = cfg && cfg->asids ? cfg->asids : SMMU_ASIDS_DEFAULT;
+	if (nasids > SMMU_ASIDS_MAX)
+		return -EINVAL;
 	if (self)
 		return -EBUSY;
 	pthread_once(&exit_key_once, make_exit_key);
@@ -89,18 +93,23 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 	}
 	c->mm = mm;
 	c->owner = pthread_self();
-	atomic_store(&c->online, true);
-	err = mm->sd->cpu_attach(c);
+	err = smmu__asids_init(c, nasids);
 	if (err) {
 		smmu__tlb_fini(c);
 		smmu__free(c, sizeof(*c));
 		return err;
 	}
-	if (pthread_setspecific(exit_key, c)) {
+	atomic_store(&c->online, true);
+	err = mm->sd->cpu_attach(c);
+	if (!err && pthread_setspecific(exit_key, c)) {
 		mm->sd->cpu_detach(c);
+		err = -ENOMEM;
+	}
+	if (err) {
+		smmu__asids_fini(c);
 		smmu__tlb_fini(c);
 		smmu__free(c, sizeof(*c));
-		return -ENOMEM;
+		return err;
 	}
 	smmu__pcache_attach(mm->pool, &c->pcache);
 
@@ -143,10 +152,11 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	self = NULL;
 	atomic_signal_fence(memory_order_seq_cst);
 	pthread_mutex_lock(&mm->cpus_lock);
-	smmu__counters_merge(&mm->counters, &c->counters);
+	smmu__counters_settle(&mm->counters, &c->counters, &c->counters_base);
 	pthread_mutex_unlock(&mm->cpus_lock);
 
 	smmu__pcache_detach(&c->pcache);
+	smmu__asids_fini(c);
 	smmu__tlb_fini(c);
 	c->magic = SMMU_DEAD_MAGIC;
 	smmu__free(c, sizeof(*c));

@@ -12,7 +12,13 @@
  *    on exactly one mm's list while registered;
  *  - seen_gen is the mm's flush generation at this CPU's last full flush
  *    or catch-up; a CPU coming online with seen_gen behind flushes;
- *  - ack_seq only grows (modulo 2^32), and never passes req_seq.
+ *  - ack_seq only grows (modulo 2^32), and never passes req_seq;
+ *  - the CPU is on the list of exactly its current mm (c->mm); the active
+ *    TLB (pub.tlb, tlb, seen_gen, id, loaded) is the address space
+ *    asids[cur] names, whose own copies of those fields are stale until it
+ *    is switched out (asid.h);
+ *  - counters minus counters_base is what the CPU did in its current mm
+ *    and has not yet added to that mm's totals.
  */
 
 #include <pthread.h>
@@ -53,12 +59,19 @@ struct smmu__cpu {
 	 * owner, read by the mm's watchdog. */
 	_Atomic uint64_t last_qs_ns;
 	_Atomic bool stall_reported;
+	bool in_fault_handler; /* Sync: owner.  A mapping's fault handler runs */
 	smmu_trap_fn trap;     /* Sync: owner */
 	void *trap_arg;        /* Sync: owner */
 	struct smmu__tlb tlb;  /* Sync: owner */
 	struct smmu__pcache pcache;
 	struct smmu__counters counters; /* written by owner, summed by anyone */
+	struct smmu__counters counters_base; /* written by owner (relaxed), read by anyone */
 	struct smmu__cpu *next, *prev;  /* Sync: mm->cpus_lock */
+
+	/* Address spaces (asid.c).  Sync: owner. */
+	struct smmu__asid *asids;
+	unsigned nasids, cur_asid;
+	uint64_t switches; /* LRU clock */
 };
 
 static inline struct smmu__cpu *smmu__cpu_of(struct smmu_cpu *pub)

@@ -206,7 +206,9 @@ static int run_handler(struct smmu__cpu *c, const struct smmu__region *h, smmu_a
 	smmu__cpu_count(c, SMMU_STAT_faults_handled, 1);
 	atomic_store(&c->online, false);
 	c->mm->sd->cpu_offline(c);
+	c->in_fault_handler = true; /* no smmu_cpu_switch_mm under the fault's feet */
 	int r = h->handler(&c->pub, &f, h->handler_arg);
+	c->in_fault_handler = false;
 	if (!atomic_load(&c->online)) { /* it may have come online itself */
 		atomic_store(&c->online, true);
 		c->mm->sd->cpu_online(c);

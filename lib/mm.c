@@ -116,6 +116,8 @@ SMMU_API int smmu_mm_create_ex(struct smmu_pool *pool, const struct smmu_mm_conf
 		smmu__free(mm, sizeof(*mm));
 		return -ENOMEM;
 	}
+	static _Atomic uint64_t next_serial = 1;
+	mm->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed);
 	mm->pool = pool;
 	mm->sd = sd;
 	mm->mode = cfg->mode;

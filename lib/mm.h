@@ -9,7 +9,10 @@
  * build's assertions where cheap):
  *   mm->lock (mapping lock, rwlock)
  *     mm->notify.lock, mm->notify.seq_lock (notifier.c; never both)
- *     mm->cpus_lock
+ *     mm->cpus_lock (of one mm at a time: a CPU switching mms holds one,
+ *                    then the other)
+ *       mm->log_lock (the signal back-end advances the generation under
+ *                     cpus_lock)
  *       pool->lock
  *         pcache->lock
  *
@@ -40,6 +43,7 @@ struct smmu__watchdog;
 
 struct smmu_mm {
 	uint64_t magic;
+	uint64_t serial; /* unique in the process, never reused: names the mm in CPUs' ASIDs */
 	struct smmu_pool *pool;
 	unsigned page_shift;
 	uint64_t page_size;

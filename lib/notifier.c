@@ -510,3 +510,8 @@ bool smmu__notify_in_callback(const struct smmu_mm *mm)
 {
 	return in_callback == mm;
 }
+
+bool smmu__notify_in_any_callback(void)
+{
+	return in_callback != NULL;
+}

@@ -83,5 +83,7 @@ int smmu__notify_young(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, b
 
 /* Whether this thread is inside a callback of mm (what would deadlock). */
 bool smmu__notify_in_callback(const struct smmu_mm *mm);
+/* Whether the calling thread runs a notifier callback of any mm. */
+bool smmu__notify_in_any_callback(void);
 
 #endif

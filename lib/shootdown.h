@@ -29,6 +29,12 @@ struct smmu__shootdown_ops {
 	 * including the catch-up flush when coming online. */
 	void (*cpu_offline)(struct smmu__cpu *c);
 	void (*cpu_online)(struct smmu__cpu *c);
+	/* The CPU (its own thread, outside any access) has just left mm's
+	 * CPU list (smmu_cpu_switch_mm), where gen was mm's flush generation
+	 * under the list lock: settle what mm's initiators posted before, so
+	 * that none waits for it, and record in seen_gen what its TLB has
+	 * caught up to. */
+	void (*cpu_leave)(struct smmu__cpu *c, uint64_t gen);
 	/* smmu_quiescent. */
 	void (*quiescent)(struct smmu__cpu *c);
 	/* After the gather's flush: take over freeing what it queued, to do

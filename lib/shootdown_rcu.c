@@ -120,6 +120,17 @@ static void quiescent(struct smmu__cpu *c)
 #endif
 }
 
+static void cpu_leave(struct smmu__cpu *c, uint64_t gen)
+{
+	/* Nothing was posted: flushes reach a reader at its quiescent states,
+	 * and seen_gen already says how far those got.  The CPU stays a
+	 * reader; its quiescent states now compare the new mm's generation,
+	 * and this mm's grace periods still end with them, the old TLB being
+	 * out of use until it is caught up. */
+	(void)c;
+	(void)gen;
+}
+
 static bool is_rcu(const struct smmu_mm *mm)
 {
 	return mm->sd == &smmu__shootdown_rcu || mm->sd == &smmu__shootdown_rcu_deferred;
@@ -255,6 +266,7 @@ const struct smmu__shootdown_ops smmu__shootdown_rcu = {
 	.cpu_detach = cpu_detach,
 	.cpu_offline = cpu_offline,
 	.cpu_online = cpu_online,
+	.cpu_leave = cpu_leave,
 	.quiescent = quiescent,
 	.defer_free = NULL,
 	.flush = rcu_flush,
@@ -266,6 +278,7 @@ const struct smmu__shootdown_ops smmu__shootdown_rcu_deferred = {
 	.cpu_detach = cpu_detach,
 	.cpu_offline = cpu_offline,
 	.cpu_online = cpu_online,
+	.cpu_leave = cpu_leave,
 	.quiescent = quiescent,
 	.defer_free = defer_free,
 	.flush = rcu_flush,

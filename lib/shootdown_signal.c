@@ -6,9 +6,9 @@
  * the rule is broken, and the stress tests hammer all of them):
  *
  * Initiator (the gather's flush, smmu__flush_mm -> ops->flush, after the
- * entries were cleared):
+ * entries were cleared), under mm->cpus_lock for steps 1 and 2:
  *   1. advance mm->flush_gen (seq_cst read-modify-write: a full fence);
- *   2. under mm->cpus_lock, for each other CPU that is in the mm's CPU set
+ *   2. for each other CPU that is in the mm's CPU set
  *      (loaded), online, and whose bit is among those the cleared entries
  *      carried (pgtable.h: a CPU sets its bit in an entry before it fills
  *      its TLB from it): take a reference, then post - merge the range
@@ -55,7 +55,7 @@
  * set: a CPU sets `loaded` before its first page-table walk, so an
  * initiator that cleared a PTE the CPU read before the clear finds it.
  *
- * Lock order: mm->cpus_lock is held only while posting (step 2), not while
+ * Lock order: mm->cpus_lock is held only while numbering and posting (steps 1-2), not while
  * waiting - unless memory for the list of targets ran out, when it waits
  * for each batch with the lock held (slower, still safe: a target blocked
  * on the lock answers its signal).  A CPU leaving waits for sd_refs to
@@ -376,11 +376,13 @@ static void signal_flush(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end,
 		start = 0;
 		end = UINT64_MAX;
 	}
-	uint64_t gen = smmu__flush_log(mm, start, end);
-
 	struct target local[LOCAL_TARGETS], *t = local;
 	size_t cap = LOCAL_TARGETS, n = 0;
 	pthread_mutex_lock(&mm->cpus_lock);
+	/* Under the list lock, with the posts: a CPU leaving the list (switch)
+	 * reads the generation under it too, and so knows that every flush up
+	 * to what it read has posted to it. */
+	uint64_t gen = smmu__flush_log(mm, start, end);
 	if (mm->nr_cpus > cap) {
 		struct target *heap = smmu__malloc(mm->nr_cpus * sizeof(*heap));
 		if (heap) {
@@ -441,6 +443,17 @@ static void cpu_online(struct smmu__cpu *c)
 	smmu__tlb_catch_up(c);
 }
 
+static void cpu_leave(struct smmu__cpu *c, uint64_t gen)
+{
+	/* Every flush up to gen posted to us under the list lock before we
+	 * left it, if we could hold its translations; process them now, into
+	 * this mm's TLB, and acknowledge.  An offline CPU was skipped instead,
+	 * and keeps the generation it will catch up from. */
+	process(c, 0);
+	if (atomic_load(&c->online))
+		c->seen_gen = gen;
+}
+
 static void quiescent(struct smmu__cpu *c)
 {
 	(void)c; /* signals need no quiescent states */
@@ -452,6 +465,7 @@ const struct smmu__shootdown_ops smmu__shootdown_signal = {
 	.cpu_detach = cpu_detach,
 	.cpu_offline = cpu_offline,
 	.cpu_online = cpu_online,
+	.cpu_leave = cpu_leave,
 	.quiescent = quiescent,
 	.defer_free = NULL,
 	.flush = signal_flush,

@@ -25,12 +25,31 @@ void smmu__counters_sum(struct smmu_stats *dst, const struct smmu__counters *src
 #undef SMMU__SUM
 }
 
-void smmu__counters_merge(struct smmu__counters *dst, const struct smmu__counters *src)
+void smmu__counters_settle(struct smmu__counters *dst, struct smmu__counters *cur, struct smmu__counters *base)
 {
-#define SMMU__MERGE(name, desc) \
-	atomic_fetch_add_explicit(&dst->name, atomic_load_explicit(&src->name, memory_order_relaxed), memory_order_relaxed);
-	SMMU_STATS_LIST(SMMU__MERGE)
-#undef SMMU__MERGE
+	/* Most counters did not move: one plain load and compare each, and a
+	 * locked add only for those that did (a switch pays for a few). */
+#define SMMU__SETTLE(name, desc)                                                             \
+	{                                                                                    \
+		uint64_t now = atomic_load_explicit(&cur->name, memory_order_relaxed);       \
+		uint64_t was = atomic_load_explicit(&base->name, memory_order_relaxed);      \
+		if (now != was) {                                                            \
+			atomic_fetch_add_explicit(&dst->name, now - was, memory_order_relaxed); \
+			atomic_store_explicit(&base->name, now, memory_order_relaxed);       \
+		}                                                                            \
+	}
+	SMMU_STATS_LIST(SMMU__SETTLE)
+#undef SMMU__SETTLE
+}
+
+void smmu__counters_sum_unsettled(struct smmu_stats *dst, const struct smmu__counters *cur,
+				  const struct smmu__counters *base)
+{
+#define SMMU__SUM_UNSETTLED(name, desc)                                  \
+	dst->name += atomic_load_explicit(&cur->name, memory_order_relaxed) - \
+		     atomic_load_explicit(&base->name, memory_order_relaxed);
+	SMMU_STATS_LIST(SMMU__SUM_UNSETTLED)
+#undef SMMU__SUM_UNSETTLED
 }
 
 SMMU_API int smmu_stats_get(struct smmu_mm *mm, struct smmu_stats *out)
@@ -41,7 +60,7 @@ SMMU_API int smmu_stats_get(struct smmu_mm *mm, struct smmu_stats *out)
 	pthread_mutex_lock(&mm->cpus_lock);
 	smmu__counters_sum(&st, &mm->counters);
 	for (struct smmu__cpu *c = mm->cpus; c; c = c->next)
-		smmu__counters_sum(&st, &c->counters);
+		smmu__counters_sum_unsettled(&st, &c->counters, &c->counters_base);
 	pthread_mutex_unlock(&mm->cpus_lock);
 	*out = st;
 	return 0;

@@ -30,9 +30,15 @@ struct smmu_mm;
  * else to mm's shared counters. */
 void smmu__stat_add(struct smmu_mm *mm, enum smmu__stat s, uint64_t n);
 
-/* Add every counter of src into the sum dst / into the atomic counters dst. */
+/* Add every counter of src into the sum dst. */
 void smmu__counters_sum(struct smmu_stats *dst, const struct smmu__counters *src);
-void smmu__counters_merge(struct smmu__counters *dst, const struct smmu__counters *src);
+
+/* A CPU's counters: add what it counted since its last settle (cur -
+ * base) to dst and move base up; only the CPU's owner settles.  The sum
+ * adds cur - base into a total. */
+void smmu__counters_settle(struct smmu__counters *dst, struct smmu__counters *cur, struct smmu__counters *base);
+void smmu__counters_sum_unsettled(struct smmu_stats *dst, const struct smmu__counters *cur,
+				  const struct smmu__counters *base);
 
 static inline _Atomic uint64_t *smmu__counter(struct smmu__counters *c, enum smmu__stat s)
 {

@@ -25,7 +25,7 @@ static inline void invalidate(struct smmu_tlb_entry *e)
 	e->write_tag = SMMU_TLB_INVALID;
 }
 
-static struct smmu_tlb_entry *alloc_table(size_t entries)
+struct smmu_tlb_entry *smmu__tlb_table_alloc(size_t entries)
 {
 	struct smmu_tlb_entry *t = smmu__zalloc_aligned(64, entries * sizeof(*t));
 	if (t)
@@ -35,7 +35,7 @@ static struct smmu_tlb_entry *alloc_table(size_t entries)
 
 int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries)
 {
-	struct smmu_tlb_entry *t = alloc_table(entries);
+	struct smmu_tlb_entry *t = smmu__tlb_table_alloc(entries);
 	if (!t)
 		return -ENOMEM;
 	c->pub.tlb = t;
@@ -53,7 +53,7 @@ void smmu__tlb_fini(struct smmu__cpu *c)
 /* Replace the table with an empty one of n entries (a full flush). */
 static void resize(struct smmu__cpu *c, size_t n)
 {
-	struct smmu_tlb_entry *t = alloc_table(n), *old = c->pub.tlb;
+	struct smmu_tlb_entry *t = smmu__tlb_table_alloc(n), *old = c->pub.tlb;
 	size_t old_n = c->tlb.entries;
 	if (!t)
 		return; /* keep the old size; try again after more misses */

@@ -58,6 +58,8 @@ struct smmu__tlb {
 
 struct smmu__cpu;
 
+/* An empty table of entries entries (every tag invalid), or NULL. */
+struct smmu_tlb_entry *smmu__tlb_table_alloc(size_t entries);
 int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries);
 void smmu__tlb_fini(struct smmu__cpu *c);
 /* Called once per slow-path translation (inside the access): counts the

@@ -46,6 +46,7 @@
  *     fail with -EDEADLK: the change that called back holds its lock.
  */
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -313,7 +314,14 @@ SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm);
 struct smmu_cpu_config {
 	size_t tlb_entries;     /* power of two in [16, 2^22]; 0 means 1024 */
 	size_t tlb_max_entries; /* power of two in [tlb_entries, 2^22]; 0 means max(tlb_entries, 2^18) */
+	/* Address spaces whose TLB contents the CPU keeps across
+	 * smmu_cpu_switch_mm, in [1, SMMU_ASIDS_MAX]; 0 means SMMU_ASIDS_DEFAULT.
+	 * Each one in use has a TLB of its own (allocated on first use, sized
+	 * as above); 1 flushes the TLB on every switch. */
+	unsigned asids;
 };
+#define SMMU_ASIDS_DEFAULT 8u
+#define SMMU_ASIDS_MAX 64u
 
 /*
  * smmu_cpu_register: make the calling thread a CPU of mm with a private,
@@ -365,8 +373,52 @@ SMMU_API struct smmu_cpu *smmu_cpu_self(void);
 /* A small number naming the CPU within its mm, for messages.  Thread: any. */
 SMMU_API unsigned smmu_cpu_id(const struct smmu_cpu *cpu);
 
-/* The mm the CPU is registered with.  Thread: any. */
+/* The mm the CPU runs in now (registered with, or last switched to).
+ * Thread: any. */
 SMMU_API struct smmu_mm *smmu_cpu_mm(const struct smmu_cpu *cpu);
+
+/*
+ * smmu_cpu_switch_mm: the calling CPU leaves its mm and runs in mm from
+ * now on, as a process switch does on a real CPU.  The TLB is not flushed:
+ * each address space the CPU ran in recently keeps its own TLB, tagged with
+ * a per-CPU address-space id (cpu config `asids` of them, the least
+ * recently used recycled), and coming back to an mm finds its entries
+ * valid, minus whatever that mm flushed meanwhile (replayed from the mm's
+ * flush log, or a full flush when it flushed too much).  From the switch
+ * on, the old mm's shootdowns neither signal nor wait for this CPU (lazy
+ * TLB); the CPU keeps its online state, id space aside: smmu_cpu_id is its
+ * id within the new mm.  Switching to the current mm does nothing.
+ * Both mms must use the same shootdown mode (and the same
+ * SMMU_MM_APP_URCU flag); they may draw from different pools.
+ * Errors: -EINVAL (NULL or dead cpu or mm, different shootdown modes,
+ * called inside a fault handler or notifier callback of the CPU's access),
+ * -EPERM (not the calling thread's CPU), -ENOMEM (no memory for the new
+ * address space's TLB: the CPU stays in its old mm, unchanged).
+ * Thread: cpu's owner, outside any access.  Blocks: briefly (the two mms'
+ * CPU-list locks; allocates the first time it uses an address-space id).
+ */
+SMMU_API int smmu_cpu_switch_mm(struct smmu_cpu *cpu, struct smmu_mm *mm);
+
+/*
+ * smmu_thread_create: start a pthread (attributes attr, NULL for the
+ * defaults) that is registered as a CPU of mm (cfg, NULL for the defaults)
+ * before fn(arg) runs, and unregistered when fn returns or the thread
+ * calls pthread_exit; fn finds its CPU with smmu_cpu_self().  Returns
+ * after the registration succeeded or failed; on failure no thread is left
+ * running.  smmu_thread_join waits for it (pthread_join) and stores fn's
+ * result in *ret (if ret is not NULL).
+ * Errors: -EINVAL (NULL t/fn, dead mm, bad cfg), -ENOMEM, -EAGAIN (no
+ * thread could be created), and any error of smmu_cpu_register_ex;
+ * smmu_thread_join: -ESRCH, -EDEADLK, -EINVAL as pthread_join.
+ * Thread: any.  Blocks: create until the new thread is registered (a
+ * calling CPU goes offline meanwhile in RCU modes); join until the thread
+ * ends.
+ */
+SMMU_API int smmu_thread_create(pthread_t *t, const pthread_attr_t *attr, struct smmu_mm *mm,
+				void *(*fn)(void *), void *arg);
+SMMU_API int smmu_thread_create_ex(pthread_t *t, const pthread_attr_t *attr, struct smmu_mm *mm,
+				   const struct smmu_cpu_config *cfg, void *(*fn)(void *), void *arg);
+SMMU_API int smmu_thread_join(pthread_t t, void **ret);
 
 /*
  * smmu_cpu_set_trap_handler: fn receives the faults of trapping accesses

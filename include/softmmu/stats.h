@@ -42,7 +42,9 @@ struct smmu_mm;
 	X(grace_periods, "RCU grace periods waited for")                               \
 	X(deferred_frees, "RCU deferred mode: batches freed by call_rcu")              \
 	X(deferred_bound_waits, "RCU deferred mode: waits because the backlog was full") \
-	X(faults_handled, "faults given to a mapping's fault handler")
+	X(faults_handled, "faults given to a mapping's fault handler")                 \
+	X(mm_switches, "smmu_cpu_switch_mm into this mm")                             \
+	X(asid_recycles, "switches into this mm that recycled an address-space id")
 
 struct smmu_stats {
 #define SMMU__STATS_FIELD(name, desc) uint64_t name;
