@@ -11,25 +11,23 @@
 #include <string.h>
 
 #include "smmu_config.h"
+#include "util.h"
 
 #if !SMMU_ALLOC_LIBC
 #include <jemalloc/jemalloc.h>
 #endif
 
-/* Sync: atomics; tests set them from one thread while no other allocates. */
-static _Atomic long fail_countdown = -1;
-static atomic_int failure_fired;
+static struct smmu__inject inject = SMMU_INJECT_INIT;
 static _Atomic long live_blocks;
 
 void smmu__alloc_fail_after(long n)
 {
-	atomic_store(&failure_fired, 0);
-	atomic_store(&fail_countdown, n < 0 ? -1 : n);
+	smmu__inject_arm(&inject, n);
 }
 
 int smmu__alloc_failure_fired(void)
 {
-	return atomic_load(&failure_fired);
+	return atomic_load(&inject.fired);
 }
 
 long smmu__alloc_live(void)
@@ -37,20 +35,9 @@ long smmu__alloc_live(void)
 	return atomic_load(&live_blocks);
 }
 
-/* One injection check per call: a countdown that reaches 0 fails that call. */
 static int inject_failure(void)
 {
-	long n = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
-	while (n >= 0) {
-		if (atomic_compare_exchange_weak(&fail_countdown, &n, n - 1)) {
-			if (n == 0) {
-				atomic_store(&failure_fired, 1);
-				return 1;
-			}
-			return 0;
-		}
-	}
-	return 0;
+	return smmu__inject_check(&inject);
 }
 
 static void *counted(void *p)

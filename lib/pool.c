@@ -263,9 +263,24 @@ static uint32_t take_one(struct smmu__pcache *pc)
 	return f;
 }
 
+static struct smmu__inject inject = SMMU_INJECT_INIT;
+
+void smmu__pool_fail_after(long n)
+{
+	smmu__inject_arm(&inject, n);
+}
+
+int smmu__pool_failure_fired(void)
+{
+	return atomic_load(&inject.fired);
+}
+
 int smmu__pool_alloc(struct smmu_pool *pool, struct smmu__pcache *pc, bool zero, uint32_t *out)
 {
 	uint32_t f = SMMU_NO_FRAME;
+
+	if (smmu__inject_check(&inject))
+		return -ENOMEM; /* as if the pool were empty */
 
 	if (pc) {
 		pthread_mutex_lock(&pc->lock);

@@ -95,6 +95,12 @@ void smmu__pcache_detach(struct smmu__pcache *pc);
 /* Allocate one frame with refcount 1, zeroed if zero is set; pc may be NULL
  * (no cache: straight from the shared list).  -ENOMEM when none is left. */
 int smmu__pool_alloc(struct smmu_pool *pool, struct smmu__pcache *pc, bool zero, uint32_t *out);
+/* Fault injection, for tests: the nth smmu__pool_alloc from now (0 = the
+ * next) fails with -ENOMEM as if the pool were empty; negative disables.
+ * Global, atomic. */
+void smmu__pool_fail_after(long n);
+/* Whether an injected pool failure fired since the last smmu__pool_fail_after. */
+int smmu__pool_failure_fired(void);
 
 /* Take one more reference to a mapped frame. */
 void smmu__pool_get(struct smmu_pool *pool, uint32_t frame);

@@ -60,6 +60,12 @@ bool smmu__flush_is_wide(const struct smmu_mm *mm, smmu_addr_t start, smmu_addr_
  * mm's log of recent flushes, or all of it when too far behind. */
 void smmu__tlb_catch_up(struct smmu__cpu *c);
 
+/* Fault injection, for tests (signal back-end): the nth shootdown signal
+ * handled from now (0 = the next) stalls ns nanoseconds before it acts;
+ * negative n disables.  Global, atomic. */
+void smmu__signal_stall_after(long n, long ns);
+int smmu__signal_stall_fired(void);
+
 /* Wait for every deferred free of mm (mm teardown). */
 void smmu__rcu_barrier(struct smmu_mm *mm);
 

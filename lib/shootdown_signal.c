@@ -190,12 +190,35 @@ SMMU_API void smmu__access_exit_slow(struct smmu_cpu *cpu)
 }
 
 
+/* Fault injection, for tests: the nth handler run from arming stalls for
+ * stall_ns before it does anything, as a thread descheduled on its way in
+ * would. */
+static struct smmu__inject stall_inject = SMMU_INJECT_INIT;
+static _Atomic long stall_ns;
+
+void smmu__signal_stall_after(long n, long ns)
+{
+	atomic_store(&stall_ns, ns);
+	smmu__inject_arm(&stall_inject, n);
+}
+
+int smmu__signal_stall_fired(void)
+{
+	return atomic_load(&stall_inject.fired);
+}
+
 static void on_signal(int sig, siginfo_t *si, void *uc)
 {
 	(void)sig;
 	(void)si;
 	(void)uc;
 	int saved_errno = errno;
+	if (unlikely(smmu__inject_check(&stall_inject))) {
+		long ns = atomic_load(&stall_ns);
+		struct timespec ts = { ns / 1000000000, ns % 1000000000 };
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+	}
 	struct smmu__cpu *c = smmu__cpu_self();
 	if (!c || c->magic != SMMU_CPU_MAGIC)
 		goto out; /* a late signal to a thread that left */

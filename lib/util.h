@@ -51,6 +51,38 @@ static inline struct timespec smmu__realtime_in(long ns)
 	return ts;
 }
 
+/* Fault injection for tests: the nth check from arming (0 = the next)
+ * fails, once; a negative n disarms.  Sync: atomics; tests arm it from one
+ * thread while no other runs the code it guards. */
+struct smmu__inject {
+	_Atomic long countdown;
+	atomic_int fired;
+};
+#define SMMU_INJECT_INIT { -1, 0 }
+
+static inline void smmu__inject_arm(struct smmu__inject *in, long n)
+{
+	atomic_store(&in->fired, 0);
+	atomic_store(&in->countdown, n < 0 ? -1 : n);
+}
+
+/* One check per guarded call: nonzero means "fail this one".  Disarmed, a
+ * relaxed load and a branch. */
+static inline int smmu__inject_check(struct smmu__inject *in)
+{
+	long n = atomic_load_explicit(&in->countdown, memory_order_relaxed);
+	while (unlikely(n >= 0)) {
+		if (atomic_compare_exchange_weak(&in->countdown, &n, n - 1)) {
+			if (n == 0) {
+				atomic_store(&in->fired, 1);
+				return 1;
+			}
+			return 0;
+		}
+	}
+	return 0;
+}
+
 static inline int smmu__is_pow2(uint64_t x)
 {
 	return x && !(x & (x - 1));
