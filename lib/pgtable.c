@@ -219,6 +219,8 @@ static void for_each_leaf(unsigned shift, struct smmu__ptable *t, unsigned level
 
 struct leaf_ctx {
 	struct smmu__gather *g; /* NULL: count only */
+	uint64_t *bitmap;       /* clear_bits: a bit per page from start, or NULL */
+	smmu_addr_t start;
 	smmu_pte_t bits;
 	uint64_t page_size;
 	size_t n;
@@ -260,6 +262,10 @@ static void clear_bits_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ct
 	if (!(old & SMMU_PTE_HAS_FRAME) || !(old & x->bits))
 		return;
 	x->n++;
+	if (x->bitmap) {
+		uint64_t i = (addr - x->start) / x->page_size;
+		x->bitmap[i / 64] |= 1ull << (i % 64);
+	}
 	if (!x->g)
 		return; /* count only */
 	/* A walker may be setting accessed/dirty with its own CAS. */
@@ -269,11 +275,11 @@ static void clear_bits_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ct
 }
 
 size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
-			   smmu_pte_t bits)
+			   smmu_pte_t bits, uint64_t *bitmap)
 {
 	if (start >= end)
 		return 0;
-	struct leaf_ctx x = { .g = g, .bits = bits, .page_size = mm->page_size };
+	struct leaf_ctx x = { .g = g, .bits = bits, .page_size = mm->page_size, .bitmap = bitmap, .start = start };
 	for_each_leaf(mm->page_shift, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, clear_bits_leaf, &x);
 	return x.n;
 }

@@ -144,12 +144,14 @@ void smmu__pt_prune(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t star
 void smmu__pt_change_prot(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end, int prot);
 
 /* Count the leaves with a frame in [start, end) that have any of `bits`
- * (SMMU_PTE_ACCESSED, SMMU_PTE_DIRTY); with g, also clear those bits in
- * them and record their ranges and CPUs on g for the flush that makes the
- * next access walk (and set the bits) again.  Without g: count only.
- * Caller holds the mapping lock exclusively. */
+ * (SMMU_PTE_ACCESSED, SMMU_PTE_DIRTY), and set their bits in bitmap (bit i
+ * for the page at start + i pages; bits of other pages are left alone) if
+ * it is not NULL; with g, also clear those bits in them and record their
+ * ranges and CPUs on g for the flush that makes the next access walk (and
+ * set the bits) again.  Without g: count only (mapping lock shared is
+ * enough).  With g: caller holds the mapping lock exclusively. */
 size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
-			   smmu_pte_t bits);
+			   smmu_pte_t bits, uint64_t *bitmap);
 
 /* Leaf flags for a mapping with protection prot (frame bits excluded). */
 smmu_pte_t smmu__pte_prot_bits(int prot);

@@ -14,6 +14,8 @@
  * host pointers must translate again to mark the page).
  */
 #include <errno.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include <softmmu/softmmu.h>
 
@@ -37,7 +39,7 @@ SMMU_API int smmu_test_young(struct smmu_mm *mm, smmu_addr_t addr, size_t len, s
 	if (err || !young)
 		return err ? err : -EINVAL;
 	smmu__mm_rdlock(mm);
-	size_t n = smmu__pt_clear_bits(mm, NULL, addr, end, SMMU_PTE_ACCESSED);
+	size_t n = smmu__pt_clear_bits(mm, NULL, addr, end, SMMU_PTE_ACCESSED, NULL);
 	pthread_rwlock_unlock(&mm->lock);
 	*young = n + (size_t)smmu__notify_young(mm, addr, end, false);
 	return 0;
@@ -52,11 +54,35 @@ SMMU_API int smmu_test_and_clear_young(struct smmu_mm *mm, smmu_addr_t addr, siz
 	smmu__mm_wrlock(mm);
 	struct smmu__gather g;
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
-	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_ACCESSED);
+	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_ACCESSED, NULL);
 	pthread_rwlock_unlock(&mm->lock);
 	smmu__gather_finish(&g);
 	*young = n + (size_t)smmu__notify_young(mm, addr, end, true);
 	return 0;
+}
+
+/* Dirty pages of [addr, end) into bitmap (if not NULL), cleared with
+ * their flush if clear; the number of dirty pages. */
+static size_t dirty(struct smmu_mm *mm, smmu_addr_t addr, smmu_addr_t end, uint64_t *bitmap, bool clear)
+{
+	if (!clear) {
+		smmu__mm_rdlock(mm);
+		size_t n = smmu__pt_clear_bits(mm, NULL, addr, end, SMMU_PTE_DIRTY, bitmap);
+		pthread_rwlock_unlock(&mm->lock);
+		return n;
+	}
+	smmu__mm_wrlock(mm);
+	struct smmu__notify_op nop;
+	smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_CLEAR, true); /* blockable: cannot fail */
+	struct smmu__gather g;
+	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
+	g.notify = &nop;
+	g.nnotify = 1;
+	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_DIRTY, bitmap);
+	pthread_rwlock_unlock(&mm->lock);
+	smmu__gather_finish(&g);
+	smmu__notify_end(&nop);
+	return n;
 }
 
 SMMU_API int smmu_clear_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *was_dirty)
@@ -65,18 +91,25 @@ SMMU_API int smmu_clear_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, 
 	int err = check(mm, addr, len, &end);
 	if (err)
 		return err;
-	smmu__mm_wrlock(mm);
-	struct smmu__notify_op nop;
-	smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_CLEAR, true); /* blockable: cannot fail */
-	struct smmu__gather g;
-	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
-	g.notify = &nop;
-	g.nnotify = 1;
-	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_DIRTY);
-	pthread_rwlock_unlock(&mm->lock);
-	smmu__gather_finish(&g);
-	smmu__notify_end(&nop);
+	size_t n = dirty(mm, addr, end, NULL, true);
 	if (was_dirty)
 		*was_dirty = n;
+	return 0;
+}
+
+SMMU_API int smmu_collect_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, uint64_t *bitmap, unsigned flags,
+				size_t *ndirty)
+{
+	smmu_addr_t end;
+	int err = check(mm, addr, len, &end);
+	if (err)
+		return err;
+	if (!bitmap || (flags & ~(unsigned)SMMU_DIRTY_CLEAR))
+		return -EINVAL;
+	uint64_t pages = (end - addr) >> mm->page_shift;
+	memset(bitmap, 0, (size_t)((pages + 63) / 64) * sizeof(*bitmap));
+	size_t n = dirty(mm, addr, end, bitmap, flags & SMMU_DIRTY_CLEAR);
+	if (ndirty)
+		*ndirty = n;
 	return 0;
 }

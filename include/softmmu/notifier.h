@@ -266,6 +266,25 @@ SMMU_API int smmu_test_young(struct smmu_mm *mm, smmu_addr_t addr, size_t len, s
  */
 SMMU_API int smmu_clear_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *was_dirty);
 
+/*
+ * smmu_collect_dirty: which pages of [addr, addr+len) were written since
+ * their dirty state was last cleared.  bitmap gets one bit per page (page
+ * i of the range: bit i % 64 of bitmap[i / 64]), set if dirty; it must
+ * hold (pages + 63) / 64 words, all of which are written.  With
+ * SMMU_DIRTY_CLEAR the dirty state is cleared in the same pass, as
+ * smmu_clear_dirty does (flush, SMMU_NOTIFY_CLEAR), so a write that races
+ * with the call is either in this bitmap or marks its page for the next
+ * one - the round of an incremental snapshot or a card-marking collector.
+ * Without it nothing changes.  *ndirty (if not NULL) gets the number of
+ * bits set.  Pages not mapped or never written read 0.
+ * Errors: -EINVAL (NULL mm or bitmap, misaligned addr, len 0, wrap,
+ * unknown flags), -EDEADLK (from a notifier callback of mm).
+ * Thread: any.  Blocks: may (mm lock; with SMMU_DIRTY_CLEAR, a shootdown).
+ */
+#define SMMU_DIRTY_CLEAR 0x1u
+SMMU_API int smmu_collect_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, uint64_t *bitmap, unsigned flags,
+				size_t *ndirty);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1917,6 +1917,60 @@ Test(notifier, clear_dirty)
 	env_fini(&e);
 }
 
+/* collect_dirty: the bitmap of written pages, across words; cleared in the
+ * same pass with SMMU_DIRTY_CLEAR (with the flush that lets a TLB-hit
+ * write mark its page again, and the subscribers' CLEAR); bad input
+ * leaves the bitmap alone. */
+Test(notifier, collect_dirty)
+{
+	struct env e;
+	env_init(&e, 128);
+	smmu_addr_t a = map(&e, H, 70 * PS, RW, 0);
+	const unsigned written[] = { 0, 5, 63, 64, 69 };
+	for (size_t i = 0; i < 5; i++)
+		smmu_store64(e.cpu, a + written[i] * PS, PAT(i));
+	cr_assert_eq(smmu_load64(e.cpu, a + 10 * PS), 0); /* read: clean */
+	const uint64_t want0 = (1ull << 0) | (1ull << 5) | (1ull << 63), want1 = (1ull << 0) | (1ull << 5);
+	uint64_t bm[3] = { ~0ull, ~0ull, 0x1234 };
+	size_t n = 0;
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, 70 * PS, bm, 0, &n), 0);
+	cr_assert_eq(bm[0], want0, "word 0: %#llx", (unsigned long long)bm[0]);
+	cr_assert_eq(bm[1], want1, "word 1: %#llx", (unsigned long long)bm[1]);
+	cr_assert_eq(bm[2], 0x1234, "wrote past (pages + 63) / 64 words");
+	cr_assert_eq(n, 5);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, 70 * PS, bm, 0, NULL), 0);
+	cr_assert(bm[0] == want0 && bm[1] == want1, "collecting without SMMU_DIRTY_CLEAR changed the state");
+
+	struct sub s;
+	sub_init(&s, 1);
+	sub_register(&s, e.mm);
+	log_reset();
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, 70 * PS, bm, SMMU_DIRTY_CLEAR, &n), 0);
+	cr_assert(bm[0] == want0 && bm[1] == want1 && n == 5);
+	expect_op(1, e.mm, a, a + 70 * PS, SMMU_NOTIFY_CLEAR, BLOCK);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, 70 * PS, bm, 0, &n), 0);
+	cr_assert(bm[0] == 0 && bm[1] == 0 && n == 0, "still dirty after SMMU_DIRTY_CLEAR");
+	sub_unregister(&s);
+
+	/* Page 5 was writable in the CPU's TLB: only a flush makes this
+	 * write walk and mark it. */
+	smmu_store64(e.cpu, a + 5 * PS + 8, 1);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a + 4 * PS, 2 * PS, bm, SMMU_DIRTY_CLEAR, &n), 0);
+	cr_assert_eq(bm[0], 2, "page 5 is bit 1 of a range from page 4: %#llx", (unsigned long long)bm[0]);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(smmu_load64(e.cpu, a + 5 * PS), PAT(1), "the frames stay");
+
+	uint64_t keep[2] = { 7, 7 };
+	cr_assert_eq(smmu_collect_dirty(NULL, a, PS, keep, 0, NULL), -EINVAL);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, PS, NULL, 0, NULL), -EINVAL);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, PS, keep, 0x2, NULL), -EINVAL);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a + 1, PS, keep, 0, NULL), -EINVAL);
+	cr_assert_eq(smmu_collect_dirty(e.mm, a, 0, keep, 0, NULL), -EINVAL);
+	cr_assert_eq(smmu_collect_dirty(e.mm, ~(smmu_addr_t)0 - PS + 1, 2 * PS, keep, 0, NULL), -EINVAL);
+	cr_assert(keep[0] == 7 && keep[1] == 7, "bad input wrote the bitmap");
+	env_fini(&e);
+}
+
 /* ------------------------------------------------------------ 8. translate */
 
 Test(notifier, translate)
