@@ -79,6 +79,13 @@ static inline struct smmu__cpu *smmu__cpu_of(struct smmu_cpu *pub)
 	return (struct smmu__cpu *)pub;
 }
 
+/* Call a fault or write-notify handler for CPU c (its thread, outside the
+ * access critical section): offline for the call, since it may block on a
+ * thread whose shootdown or grace period would otherwise wait for c; online
+ * again after (catching up), unless the handler left c online itself.
+ * Returns the handler's result. */
+int smmu__cpu_call_handler(struct smmu__cpu *c, smmu_fault_handler_fn fn, void *arg, const struct smmu_fault *f);
+
 /* The calling thread's CPU, or NULL. */
 struct smmu__cpu *smmu__cpu_self(void);
 

@@ -26,12 +26,15 @@
 #include "pool.h"
 #include "shootdown.h"
 #include "testhook.h"
+#include "writenotify.h"
 #include "util.h"
 
 /* Walk result: the page is not present and a demand fault may install it. */
 #define NEED_FAULT 1
 /* fault_slow result: the page's mapping has a fault handler to run. */
 #define RUN_HANDLER 2
+/* Walk result: a write to a page armed for write notification. */
+#define NEED_NOTIFY 3
 
 /* The access critical section, as the inline path marks it (access.h). */
 static void cs_enter(struct smmu__cpu *c)
@@ -177,6 +180,8 @@ static int walk_fill(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kin
 			return (pte & SMMU_PTE_PROTNONE) ? -EACCES : NEED_FAULT;
 		if (write && !(pte & SMMU_PTE_WRITE))
 			return -EACCES;
+		if (write && (pte & SMMU_PTE_WRNOTIFY))
+			return NEED_NOTIFY;
 		/* Accessed (and dirty), and this CPU's bit: set before the fill,
 		 * by the compare-and-swap that an initiator's clear orders with. */
 		smmu_pte_t want = SMMU_PTE_ACCESSED | (write ? SMMU_PTE_DIRTY : 0) |
@@ -199,20 +204,26 @@ static int walk_fill(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kin
  * because it may block on a thread whose shootdown or grace period would
  * otherwise wait for this CPU; online again after, which catches up.
  */
-static int run_handler(struct smmu__cpu *c, const struct smmu__region *h, smmu_addr_t addr, size_t size,
-		       enum smmu_access_kind kind, int error)
+int smmu__cpu_call_handler(struct smmu__cpu *c, smmu_fault_handler_fn fn, void *arg, const struct smmu_fault *f)
 {
-	struct smmu_fault f = { .addr = addr, .size = size, .kind = kind, .error = error, .cpu_id = c->id };
-	smmu__cpu_count(c, SMMU_STAT_faults_handled, 1);
 	atomic_store(&c->online, false);
 	c->mm->sd->cpu_offline(c);
 	c->in_fault_handler = true; /* no smmu_cpu_switch_mm under the fault's feet */
-	int r = h->handler(&c->pub, &f, h->handler_arg);
+	int r = fn(&c->pub, f, arg);
 	c->in_fault_handler = false;
 	if (!atomic_load(&c->online)) { /* it may have come online itself */
 		atomic_store(&c->online, true);
 		c->mm->sd->cpu_online(c);
 	}
+	return r;
+}
+
+static int run_handler(struct smmu__cpu *c, const struct smmu__region *h, smmu_addr_t addr, size_t size,
+		       enum smmu_access_kind kind, int error)
+{
+	struct smmu_fault f = { .addr = addr, .size = size, .kind = kind, .error = error, .cpu_id = c->id };
+	smmu__cpu_count(c, SMMU_STAT_faults_handled, 1);
+	int r = smmu__cpu_call_handler(c, h->handler, h->handler_arg, &f);
 	return r < 0 ? r : 0;
 }
 
@@ -231,6 +242,15 @@ static int translate(struct smmu__cpu *c, smmu_addr_t addr, size_t size, enum sm
 			 (unsigned long long)addr);
 	for (;;) {
 		int walk = walk_fill(c, addr, kind, host);
+		if (walk == NEED_NOTIFY) {
+			cs_leave(c);
+			*left = true;
+			int r = smmu__write_notify(c->mm, c, addr, size, kind);
+			cs_enter(c);
+			if (r)
+				return r;
+			continue;
+		}
 		if (walk != NEED_FAULT &&
 		    (walk != -EACCES || !atomic_load_explicit(&c->mm->has_handlers, memory_order_relaxed)))
 			return walk;

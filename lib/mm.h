@@ -93,6 +93,11 @@ struct smmu_mm {
 	/* MMU notifier subscriptions (notifier.c). */
 	struct smmu__notify notify;
 
+	/* The write-notify handler (writenotify.c).  Sync: written under lock
+	 * held exclusively, read under it shared. */
+	smmu_fault_handler_fn wn_fn;
+	void *wn_arg;
+
 	/* A mapping with a fault handler was ever made: protection faults
 	 * must look up their region (fault.c).  Sync: atomic. */
 	_Atomic bool has_handlers;

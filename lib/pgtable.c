@@ -284,6 +284,32 @@ size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr
 	return x.n;
 }
 
+static void write_notify_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ctx)
+{
+	struct leaf_ctx *x = ctx;
+	smmu_pte_t old = atomic_load_explicit(slot, memory_order_relaxed), new;
+	do {
+		if (!(old & SMMU_PTE_WRITE))
+			return; /* not writable (or no frame): nothing to notify */
+		new = x->g ? (old | SMMU_PTE_WRNOTIFY) & ~SMMU_PTE_DIRTY : old & ~SMMU_PTE_WRNOTIFY;
+		if (new == old)
+			return;
+	} while (!atomic_compare_exchange_weak(slot, &old, new)); /* walkers CAS accessed/dirty in */
+	x->n++;
+	if (x->g && (old & SMMU_PTE_DIRTY) && (old & SMMU_PTE_PRESENT))
+		record(x, addr, old); /* a TLB may hold it writable: only dirty entries fill so */
+}
+
+size_t smmu__pt_write_notify(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
+			     bool arm)
+{
+	if (start >= end)
+		return 0;
+	struct leaf_ctx x = { .g = arm ? g : NULL, .page_size = mm->page_size };
+	for_each_leaf(mm->page_shift, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, write_notify_leaf, &x);
+	return x.n;
+}
+
 static void free_level(struct smmu__ptable *t, unsigned level)
 {
 	if (level > 0) {

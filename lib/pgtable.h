@@ -46,6 +46,8 @@
 #define SMMU_PTE_DIRTY 0x008ull
 #define SMMU_PTE_COW 0x010ull      /* software: copy on write (reserved) */
 #define SMMU_PTE_PROTNONE 0x020ull /* software: frame kept, no access */
+#define SMMU_PTE_WRNOTIFY 0x040ull /* software: the next write calls the mm's
+                                    * write-notify handler first (writenotify.c) */
 #define SMMU_PTE_FRAME_SHIFT 12
 #define SMMU_PTE_FLAGS_MASK ((1ull << SMMU_PTE_FRAME_SHIFT) - 1)
 #define SMMU_PTE_HAS_FRAME (SMMU_PTE_PRESENT | SMMU_PTE_PROTNONE)
@@ -152,6 +154,13 @@ void smmu__pt_change_prot(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_
  * enough).  With g: caller holds the mapping lock exclusively. */
 size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
 			   smmu_pte_t bits, uint64_t *bitmap);
+
+/* Arm (set SMMU_PTE_WRNOTIFY and clear dirty, recording on g what a TLB
+ * may write through) or disarm (clear it; g unused) every writable leaf
+ * in [start, end).  The number of leaves changed.  Caller holds the
+ * mapping lock exclusively. */
+size_t smmu__pt_write_notify(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
+			     bool arm);
 
 /* Leaf flags for a mapping with protection prot (frame bits excluded). */
 smmu_pte_t smmu__pte_prot_bits(int prot);

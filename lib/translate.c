@@ -20,6 +20,7 @@
 #include "pgtable.h"
 #include "pool.h"
 #include "region.h"
+#include "writenotify.h"
 
 /* Not present: install a zeroed frame if the mapping allows access.
  * 0 means "walk again". */
@@ -71,6 +72,16 @@ SMMU_API int smmu_mm_translate(struct smmu_mm *mm, smmu_addr_t addr, int access,
 		if (write && !(pte & SMMU_PTE_WRITE)) {
 			err = -EACCES;
 			break;
+		}
+		if (write && (pte & SMMU_PTE_WRNOTIFY)) {
+			/* The handler runs without the lock (it may change the
+			 * mapping); then walk again. */
+			pthread_rwlock_unlock(&mm->lock);
+			err = smmu__write_notify(mm, NULL, addr, 1, SMMU_ACCESS_WRITE);
+			smmu__mm_rdlock(mm);
+			if (err)
+				break;
+			continue;
 		}
 		/* Marked as a CPU's walk marks it (no CPU bit: a secondary TLB
 		 * is told through its subscription, not by a signal). */

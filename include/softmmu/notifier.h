@@ -285,6 +285,35 @@ SMMU_API int smmu_clear_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, 
 SMMU_API int smmu_collect_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len, uint64_t *bitmap, unsigned flags,
 				size_t *ndirty);
 
+/*
+ * Write-protect-and-notify: the first write to each armed page calls the
+ * mm's write-notify handler before the write lands - to mark a card, or
+ * to copy the page for an incremental snapshot.
+ *
+ * smmu_mm_set_write_notify: fn (NULL: none) is called as
+ * fn(cpu, fault, arg) with fault->error 0, fault->addr the written
+ * address, on the writing CPU's thread, outside the access critical
+ * section and with the CPU offline (it may block, take locks, change
+ * mappings); cpu is NULL when the write is a smmu_mm_translate for write.
+ * fn returns 0 and the write goes ahead, or a negative errno and the
+ * access fails with it (the page stays armed).
+ * smmu_write_notify_arm: arm every writable page of [addr, addr+len) that
+ * has a frame now (pages faulted in later are not armed); their dirty
+ * state is cleared with it (flush, SMMU_NOTIFY_CLEAR), as a write must
+ * walk to be seen.  *armed (if not NULL) gets the number armed.
+ * smmu_write_notify_disarm: disarm them without notifying.
+ * A page stays armed until a write's handler call returns 0 (then the
+ * write lands and the page is dirty); concurrent first writes may each
+ * call the handler, and no write lands before one call for it returned.
+ * Reads never notify.  mprotect keeps the arming, mremap moves it.
+ * Errors: -EINVAL (NULL or dead mm, misaligned addr, len 0, wrap),
+ * -EDEADLK (from a notifier callback of mm).
+ * Thread: any.  Blocks: may (mm lock; arming: a shootdown).
+ */
+SMMU_API int smmu_mm_set_write_notify(struct smmu_mm *mm, smmu_fault_handler_fn fn, void *arg);
+SMMU_API int smmu_write_notify_arm(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *armed);
+SMMU_API int smmu_write_notify_disarm(struct smmu_mm *mm, smmu_addr_t addr, size_t len, size_t *disarmed);
+
 #ifdef __cplusplus
 }
 #endif

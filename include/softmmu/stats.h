@@ -44,7 +44,8 @@ struct smmu_mm;
 	X(deferred_bound_waits, "RCU deferred mode: waits because the backlog was full") \
 	X(faults_handled, "faults given to a mapping's fault handler")                 \
 	X(mm_switches, "smmu_cpu_switch_mm into this mm")                             \
-	X(asid_recycles, "switches into this mm that recycled an address-space id")
+	X(asid_recycles, "switches into this mm that recycled an address-space id")    \
+	X(write_notifies, "write-notify handler calls (first writes to armed pages)")
 
 struct smmu_stats {
 #define SMMU__STATS_FIELD(name, desc) uint64_t name;

@@ -60,7 +60,8 @@ struct smmu_fault {
 	enum smmu_access_kind kind; /* what the access wanted */
 	int error;                  /* -EFAULT unmapped, -EACCES protection,
 	                             * -ENOMEM no frame or table page,
-	                             * -EINVAL misaligned atomic */
+	                             * -EINVAL misaligned atomic; 0 for a
+	                             * write notification (notifier.h) */
 	unsigned cpu_id;            /* smmu_cpu_id() of the faulting CPU */
 };
 
