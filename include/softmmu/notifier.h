@@ -260,7 +260,9 @@ SMMU_API int smmu_test_young(struct smmu_mm *mm, smmu_addr_t addr, size_t len, s
  * so that the next write to each marks it again: the page-table entries'
  * dirty bits are cleared, the CPUs' TLBs that may write them are flushed,
  * and the subscribers see an SMMU_NOTIFY_CLEAR invalidation.  *was_dirty
- * (if not NULL) gets the number of pages that were dirty.
+ * (if not NULL) gets the number of pages that were dirty.  (In the RCU
+ * deferred mode a CPU's writes before its next quiescent state may still
+ * go through an entry filled before the clear, without marking.)
  * Errors: -EINVAL (NULL mm, misaligned addr, len 0, wrap).
  * Thread: any.  Blocks: may.
  */
@@ -305,7 +307,9 @@ SMMU_API int smmu_collect_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len
  * A page stays armed until a write's handler call returns 0 (then the
  * write lands and the page is dirty); concurrent first writes may each
  * call the handler, and no write lands before one call for it returned.
- * Reads never notify.  mprotect keeps the arming, mremap moves it.
+ * Reads never notify.  mprotect keeps the arming, mremap moves it.  In
+ * the RCU deferred mode a CPU sees the arming (as any flush) only at its
+ * next quiescent state: its writes before that are not notified.
  * Errors: -EINVAL (NULL or dead mm, misaligned addr, len 0, wrap),
  * -EDEADLK (from a notifier callback of mm).
  * Thread: any.  Blocks: may (mm lock; arming: a shootdown).

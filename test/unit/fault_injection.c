@@ -1,328 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fault injection: walk every allocation site of each operation.
+ * Fault injection, part 1: walk every allocation site of pool and mm
+ * creation, CPU registration (plain and with address-space ids), mmap,
+ * munmap, mprotect, first-touch faults, bulk writes, TLB growth, mm
+ * teardown, smmu_cpu_switch_mm and smmu_thread_create; and every frame
+ * allocation (smmu__pool_fail_after) of mmap POPULATE, demand-zero loads
+ * and stores, trapping stores and bulk writes.  The fixture and the walk
+ * are in fault_injection.h (its comment says what each iteration checks);
+ * mremap, notifiers, smmu_mm_translate and the shootdown-signal stalls are
+ * in fault_injection_more.c.
  *
- * For n = 0, 1, 2, ...: build fresh state, snapshot it (regions, page-table
- * entries and page contents, free frames), make the nth allocation from now
- * fail, run the operation, switch injection off.  Then:
- *  - the injected failure fired and the op failed: the error is -ENOMEM
- *    and the state is exactly the snapshot;
- *  - it fired and the op succeeded (the failure was absorbed, e.g. a gather
- *    batch fallback or a TLB that keeps its size): the state is the op's
- *    correct result;
- *  - it did not fire: the op succeeded with the correct result, and the
- *    walk is over.
- * Every iteration tears down and checks smmu__alloc_live() is back where it
- * was before the setup (no leak) and every frame is back in its pool.
+ * Not walked: smmu_mm_dup (issue 7 lists "dup"; it does not exist yet).
  */
-#include <criterion/criterion.h>
-#include <criterion/logging.h>
+#define _GNU_SOURCE
+#include "fault_injection.h"
 
-#include <errno.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <softmmu/softmmu.h>
-
-#include "alloc.h"
-#include "cpu.h"
-#include "mm.h"
-#include "pgtable.h"
-#include "pool.h"
+#include <dirent.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 
 TestSuite(fault_injection, .timeout = 120);
-
-#define PS 4096ull
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define MAX_REGIONS 64
-#define MAX_SNAP 1024
-
-struct page_snap {
-	smmu_pte_t pte;
-	uint64_t hash; /* of the frame's contents, if the page has one */
-};
-
-struct fi {
-	/* state */
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-	size_t nframes;
-	/* op parameters and results */
-	smmu_addr_t x, out;
-	struct smmu_pool *pool2;
-	struct smmu_mm *mm2;
-	struct smmu_cpu *cpu2;
-	bool destroyed;
-	/* snapshot */
-	struct smmu_region regions[MAX_REGIONS];
-	size_t nregions;
-	smmu_addr_t snap_lo;
-	size_t snap_pages;
-	struct page_snap pages[MAX_SNAP];
-	size_t free_frames;
-	long live_before_op;
-};
-
-struct fi_op {
-	const char *name;
-	void (*setup)(struct fi *);
-	int (*run)(struct fi *);
-	void (*done)(struct fi *); /* asserts the op's result */
-	void (*teardown)(struct fi *);
-	bool absorbable;  /* an injected failure may be absorbed (op succeeds) */
-	bool strict_live; /* a failed op frees everything it allocated at once */
-};
-
-/* ------------------------------------------------------------ helpers */
-
-static uint64_t page_hash(const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 1099511628211ull;
-	return h;
-}
-
-static uint64_t zero_hash(void)
-{
-	static unsigned char z[PS];
-	return page_hash(z, PS);
-}
-
-static smmu_pte_t pte_at(struct smmu_mm *mm, smmu_addr_t a)
-{
-	_Atomic smmu_pte_t *slot = smmu__pt_lookup(mm->root, mm->page_shift, a);
-	return slot ? atomic_load(slot) : 0;
-}
-
-static void snap_regions(struct smmu_mm *mm, struct smmu_region *out, size_t *n)
-{
-	struct smmu_region r;
-	smmu_addr_t a = 0;
-	*n = 0;
-	while (smmu_mm_find(mm, a, &r) == 0) {
-		cr_assert_lt(*n, MAX_REGIONS);
-		out[(*n)++] = r;
-		a = r.end;
-	}
-}
-
-static void snap_pages(struct fi *f, smmu_addr_t lo, size_t n, struct page_snap *out)
-{
-	for (size_t i = 0; i < n; i++) {
-		smmu_pte_t p = pte_at(f->mm, lo + i * PS);
-		out[i].pte = p;
-		out[i].hash =
-			(p & SMMU_PTE_HAS_FRAME) ? page_hash(smmu__frame_host(f->pool, smmu__pte_frame(p)), PS) : 0;
-	}
-}
-
-static void snapshot(struct fi *f)
-{
-	if (f->mm) {
-		snap_regions(f->mm, f->regions, &f->nregions);
-		cr_assert_leq(f->snap_pages, MAX_SNAP);
-		snap_pages(f, f->snap_lo, f->snap_pages, f->pages);
-	}
-	f->free_frames = f->pool ? smmu_pool_free_frames(f->pool) : 0;
-}
-
-/* The state equals the snapshot. */
-static void check_unchanged(struct fi *f, long n)
-{
-	if (!f->mm)
-		return;
-	struct smmu_region now[MAX_REGIONS];
-	size_t nnow;
-	snap_regions(f->mm, now, &nnow);
-	cr_assert_eq(nnow, f->nregions, "n=%ld: %zu regions, were %zu", n, nnow, f->nregions);
-	for (size_t i = 0; i < nnow; i++)
-		cr_assert(now[i].start == f->regions[i].start && now[i].end == f->regions[i].end &&
-				  now[i].prot == f->regions[i].prot,
-			  "n=%ld: region %zu changed: [%#llx, %#llx) %d, was [%#llx, %#llx) %d", n, i,
-			  (unsigned long long)now[i].start, (unsigned long long)now[i].end, now[i].prot,
-			  (unsigned long long)f->regions[i].start, (unsigned long long)f->regions[i].end,
-			  f->regions[i].prot);
-	static struct page_snap pages[MAX_SNAP];
-	snap_pages(f, f->snap_lo, f->snap_pages, pages);
-	for (size_t i = 0; i < f->snap_pages; i++) {
-		cr_assert_eq(pages[i].pte, f->pages[i].pte, "n=%ld: page %zu: pte %#llx, was %#llx", n, i,
-			     (unsigned long long)pages[i].pte, (unsigned long long)f->pages[i].pte);
-		cr_assert_eq(pages[i].hash, f->pages[i].hash, "n=%ld: page %zu contents changed", n, i);
-	}
-	cr_assert_eq(smmu_pool_free_frames(f->pool), f->free_frames, "n=%ld: free frames %zu, were %zu", n,
-		     smmu_pool_free_frames(f->pool), f->free_frames);
-}
-
-static void expect_regions(struct fi *f, const struct smmu_region *want, size_t nwant)
-{
-	struct smmu_region now[MAX_REGIONS];
-	size_t nnow;
-	snap_regions(f->mm, now, &nnow);
-	cr_assert_eq(nnow, nwant, "%zu regions, want %zu", nnow, nwant);
-	for (size_t i = 0; i < nnow; i++)
-		cr_assert(now[i].start == want[i].start && now[i].end == want[i].end && now[i].prot == want[i].prot,
-			  "region %zu: [%#llx, %#llx) %d, want [%#llx, %#llx) %d", i, (unsigned long long)now[i].start,
-			  (unsigned long long)now[i].end, now[i].prot, (unsigned long long)want[i].start,
-			  (unsigned long long)want[i].end, want[i].prot);
-}
-
-/* The snapshot's regions with [lo, hi) replaced by `mid` (prot < 0: a hole),
- * merged as the library merges. */
-static size_t regions_after(const struct fi *f, smmu_addr_t lo, smmu_addr_t hi, int mid, struct smmu_region *out)
-{
-	size_t n = 0;
-	struct smmu_region tmp[MAX_REGIONS + 3];
-	for (size_t i = 0; i < f->nregions; i++) {
-		struct smmu_region r = f->regions[i];
-		if (r.end <= lo || r.start >= hi) {
-			tmp[n++] = r;
-			continue;
-		}
-		if (r.start < lo)
-			tmp[n++] = (struct smmu_region){r.start, lo, r.prot, 0};
-		if (r.end > hi)
-			tmp[n++] = (struct smmu_region){hi, r.end, r.prot, 0};
-	}
-	if (mid >= 0)
-		tmp[n++] = (struct smmu_region){lo, hi, mid, 0};
-	/* sort (small n) and merge */
-	for (size_t i = 1; i < n; i++)
-		for (size_t j = i; j > 0 && tmp[j - 1].start > tmp[j].start; j--) {
-			struct smmu_region t = tmp[j];
-			tmp[j] = tmp[j - 1];
-			tmp[j - 1] = t;
-		}
-	size_t m = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (m && out[m - 1].end == tmp[i].start && out[m - 1].prot == tmp[i].prot)
-			out[m - 1].end = tmp[i].end;
-		else
-			out[m++] = tmp[i];
-	}
-	return m;
-}
-
-/* Pages of the snapshot outside [lo, hi) are untouched. */
-static void expect_pages_outside(struct fi *f, smmu_addr_t lo, smmu_addr_t hi)
-{
-	static struct page_snap pages[MAX_SNAP];
-	snap_pages(f, f->snap_lo, f->snap_pages, pages);
-	for (size_t i = 0; i < f->snap_pages; i++) {
-		smmu_addr_t a = f->snap_lo + i * PS;
-		if (a >= lo && a < hi)
-			continue;
-		cr_assert_eq(pages[i].pte, f->pages[i].pte, "page %#llx outside the op changed", (unsigned long long)a);
-		cr_assert_eq(pages[i].hash, f->pages[i].hash);
-	}
-}
-
-static void env(struct fi *f, size_t nframes, bool cpu)
-{
-	struct smmu_pool_config cfg = {.size = nframes * PS, .flags = SMMU_POOL_POISON};
-	cr_assert_eq(smmu_pool_create(&cfg, &f->pool), 0);
-	cr_assert_eq(smmu_mm_create(f->pool, &f->mm), 0);
-	f->nframes = nframes;
-	if (cpu)
-		cr_assert_eq(smmu_cpu_register(f->mm, &f->cpu), 0);
-}
-
-static void env_down(struct fi *f)
-{
-	if (f->cpu2)
-		cr_assert_eq(smmu_cpu_unregister(f->cpu2), 0);
-	if (f->cpu)
-		cr_assert_eq(smmu_cpu_unregister(f->cpu), 0);
-	if (f->mm2)
-		cr_assert_eq(smmu_mm_destroy(f->mm2), 0);
-	if (f->mm && !f->destroyed)
-		cr_assert_eq(smmu_mm_destroy(f->mm), 0);
-	if (f->pool) {
-		cr_assert_eq(smmu_pool_free_frames(f->pool), f->nframes, "frames leaked");
-		cr_assert_eq(smmu_pool_destroy(f->pool), 0);
-	}
-	if (f->pool2)
-		cr_assert_eq(smmu_pool_destroy(f->pool2), 0);
-}
-
-/* Map [a, a + pages) FIXED and write a distinct pattern into every page. */
-static void mapped_and_written(struct fi *f, smmu_addr_t a, size_t pages, int prot)
-{
-	smmu_addr_t out;
-	cr_assert_eq(smmu_mmap(f->mm, a, pages * PS, RW, SMMU_MAP_FIXED_NOREPLACE, &out), 0);
-	for (size_t i = 0; i < pages; i++) {
-		uint64_t v[4] = {a + i * PS, ~(a + i * PS), i, 0x5eed};
-		cr_assert_eq(smmu_write(f->cpu, a + i * PS + 64 * (i % 8), v, sizeof(v)), 0);
-	}
-	if (prot != RW)
-		cr_assert_eq(smmu_mprotect(f->mm, a, pages * PS, prot), 0);
-}
-
-/* Six small regions of alternating protection far from the action, so the
- * region array (capacity 8) is at 7 and a split needs to grow it. */
-static void six_more_regions(struct fi *f)
-{
-	smmu_addr_t out;
-	for (int i = 0; i < 6; i++)
-		cr_assert_eq(smmu_mmap(f->mm, ((smmu_addr_t)8 << 30) + (smmu_addr_t)i * 4 * PS, 2 * PS,
-				       i % 2 ? SMMU_PROT_READ : SMMU_PROT_NONE, SMMU_MAP_FIXED_NOREPLACE, &out),
-			     0);
-}
-
-/* --------------------------------------------------------- the driver */
-
-static void walk(const struct fi_op *op)
-{
-	long n, sites = 0, errors = 0, absorbed = 0;
-	for (n = 0; n < 100000; n++) {
-		struct fi *f = calloc(1, sizeof(*f));
-		cr_assert(f);
-		long live0 = smmu__alloc_live();
-		op->setup(f);
-		snapshot(f);
-		f->live_before_op = smmu__alloc_live();
-
-		smmu__alloc_fail_after(n);
-		int err = op->run(f);
-		bool fired = smmu__alloc_failure_fired();
-		smmu__alloc_fail_after(-1);
-
-		if (fired) {
-			sites++;
-			if (err) {
-				errors++;
-				cr_assert_eq(err, -ENOMEM, "%s, n=%ld: error %d, not -ENOMEM", op->name, n, err);
-				check_unchanged(f, n);
-				if (op->strict_live)
-					cr_assert_eq(smmu__alloc_live(), f->live_before_op,
-						     "%s, n=%ld: the failed op kept %ld blocks", op->name, n,
-						     smmu__alloc_live() - f->live_before_op);
-			} else {
-				absorbed++;
-				cr_assert(op->absorbable, "%s, n=%ld: the failure vanished and the op succeeded",
-					  op->name, n);
-				op->done(f);
-			}
-		} else {
-			cr_assert_eq(err, 0, "%s without injected failure: %d", op->name, err);
-			op->done(f);
-		}
-		op->teardown(f);
-		cr_assert_eq(smmu__alloc_live(), live0, "%s, n=%ld: leaked %ld blocks", op->name, n,
-			     smmu__alloc_live() - live0);
-		free(f);
-		if (!fired)
-			break;
-	}
-	cr_assert_lt(n, 100000);
-	cr_log_info("fault injection: %-28s %ld allocation sites (%ld -> -ENOMEM, %ld absorbed)", op->name, sites,
-		    errors, absorbed);
-	cr_assert_gt(sites, 0, "%s allocates nothing?", op->name);
-}
 
 /* ------------------------------------------------------- pool create */
 
@@ -351,7 +49,12 @@ static void pool_done(struct fi *f)
 
 Test(fault_injection, pool_create)
 {
-	walk(&(struct fi_op){"pool create", pool_setup, pool_run, pool_done, env_down, false, true});
+	walk(&(struct fi_op){.name = "pool create",
+			     .setup = pool_setup,
+			     .run = pool_run,
+			     .done = pool_done,
+			     .teardown = env_down,
+			     .strict_live = true});
 }
 
 /* --------------------------------------------------------- mm create */
@@ -384,7 +87,12 @@ static void mm_done(struct fi *f)
 
 Test(fault_injection, mm_create)
 {
-	walk(&(struct fi_op){"mm create", mm_setup, mm_run, mm_done, env_down, false, true});
+	walk(&(struct fi_op){.name = "mm create",
+			     .setup = mm_setup,
+			     .run = mm_run,
+			     .done = mm_done,
+			     .teardown = env_down,
+			     .strict_live = true});
 }
 
 /* ------------------------------------------------------ cpu register */
@@ -418,7 +126,12 @@ static void cpu_done(struct fi *f)
 
 Test(fault_injection, cpu_register)
 {
-	walk(&(struct fi_op){"cpu register", cpu_setup, cpu_run, cpu_done, env_down, false, true});
+	walk(&(struct fi_op){.name = "cpu register",
+			     .setup = cpu_setup,
+			     .run = cpu_run,
+			     .done = cpu_done,
+			     .teardown = env_down,
+			     .strict_live = true});
 }
 
 /* ----------------------------------------------------------- mmap */
@@ -446,8 +159,11 @@ static void mmap_plain_done(struct fi *f)
 
 Test(fault_injection, mmap_plain_first)
 {
-	walk(&(struct fi_op){"mmap (first region)", mmap_fresh_setup, mmap_plain_run, mmap_plain_done, env_down, false,
-			     false});
+	walk(&(struct fi_op){.name = "mmap (first region)",
+			     .setup = mmap_fresh_setup,
+			     .run = mmap_plain_run,
+			     .done = mmap_plain_done,
+			     .teardown = env_down});
 }
 
 static void mmap_grow_setup(struct fi *f)
@@ -456,8 +172,7 @@ static void mmap_grow_setup(struct fi *f)
 	f->x = (smmu_addr_t)1 << 32;
 	mapped_and_written(f, f->x, 4, RW);
 	six_more_regions(f);
-	f->snap_lo = f->x;
-	f->snap_pages = 4;
+	watch(f, f->x, 4);
 }
 
 static void mmap_grow_done(struct fi *f)
@@ -471,8 +186,11 @@ static void mmap_grow_done(struct fi *f)
 
 Test(fault_injection, mmap_plain_growing_region_array)
 {
-	walk(&(struct fi_op){"mmap (region array grows)", mmap_grow_setup, mmap_plain_run, mmap_grow_done, env_down,
-			     false, false});
+	walk(&(struct fi_op){.name = "mmap (region array grows)",
+			     .setup = mmap_grow_setup,
+			     .run = mmap_plain_run,
+			     .done = mmap_grow_done,
+			     .teardown = env_down});
 }
 
 /* FIXED over the middle 80 pages of a populated, written 100-page map:
@@ -483,8 +201,7 @@ static void fixed_setup(struct fi *f)
 	f->x = (smmu_addr_t)1 << 32;
 	mapped_and_written(f, f->x, 100, RW);
 	six_more_regions(f);
-	f->snap_lo = f->x;
-	f->snap_pages = 100;
+	watch(f, f->x, 100);
 }
 
 static int fixed_run(struct fi *f)
@@ -512,7 +229,12 @@ static void fixed_done(struct fi *f)
 
 Test(fault_injection, mmap_fixed_over_existing)
 {
-	walk(&(struct fi_op){"mmap FIXED over existing", fixed_setup, fixed_run, fixed_done, env_down, true, false});
+	walk(&(struct fi_op){.name = "mmap FIXED over existing",
+			     .setup = fixed_setup,
+			     .run = fixed_run,
+			     .done = fixed_done,
+			     .teardown = env_down,
+			     .absorbable = true});
 }
 
 /* POPULATE of 600 pages right after a written 4-page map (so the two
@@ -522,8 +244,7 @@ static void populate_setup(struct fi *f)
 	env(f, 700, true);
 	f->x = ((smmu_addr_t)1 << 30) - 104 * PS;
 	mapped_and_written(f, f->x, 4, RW);
-	f->snap_lo = f->x;
-	f->snap_pages = 604;
+	watch(f, f->x, 604);
 }
 
 static int populate_run(struct fi *f)
@@ -548,7 +269,12 @@ static void populate_done(struct fi *f)
 
 Test(fault_injection, mmap_populate)
 {
-	walk(&(struct fi_op){"mmap POPULATE", populate_setup, populate_run, populate_done, env_down, false, true});
+	walk(&(struct fi_op){.name = "mmap POPULATE",
+			     .setup = populate_setup,
+			     .run = populate_run,
+			     .done = populate_done,
+			     .teardown = env_down,
+			     .strict_live = true});
 }
 
 /* ------------------------------------------------------------ munmap */
@@ -559,8 +285,7 @@ static void split_setup(struct fi *f)
 	f->x = (smmu_addr_t)1 << 32;
 	mapped_and_written(f, f->x, 100, RW);
 	six_more_regions(f);
-	f->snap_lo = f->x;
-	f->snap_pages = 100;
+	watch(f, f->x, 100);
 }
 
 static int munmap_run(struct fi *f)
@@ -586,7 +311,12 @@ static void munmap_done(struct fi *f)
 
 Test(fault_injection, munmap_split)
 {
-	walk(&(struct fi_op){"munmap with split", split_setup, munmap_run, munmap_done, env_down, true, false});
+	walk(&(struct fi_op){.name = "munmap with split",
+			     .setup = split_setup,
+			     .run = munmap_run,
+			     .done = munmap_done,
+			     .teardown = env_down,
+			     .absorbable = true});
 }
 
 /* ---------------------------------------------------------- mprotect */
@@ -604,7 +334,7 @@ static void mprotect_done(struct fi *f)
 	expect_regions(f, want, n);
 	expect_pages_outside(f, lo, hi);
 	static struct page_snap now[MAX_SNAP];
-	snap_pages(f, f->snap_lo, f->snap_pages, now);
+	snap_pages(f, now);
 	for (size_t i = 10; i < 90; i++) {
 		cr_assert_eq(now[i].pte & ~(smmu_pte_t)SMMU_PTE_WRITE, f->pages[i].pte & ~(smmu_pte_t)SMMU_PTE_WRITE);
 		cr_assert(!(now[i].pte & SMMU_PTE_WRITE));
@@ -618,7 +348,12 @@ static void mprotect_done(struct fi *f)
 
 Test(fault_injection, mprotect_split)
 {
-	walk(&(struct fi_op){"mprotect with split", split_setup, mprotect_run, mprotect_done, env_down, true, false});
+	walk(&(struct fi_op){.name = "mprotect with split",
+			     .setup = split_setup,
+			     .run = mprotect_run,
+			     .done = mprotect_done,
+			     .teardown = env_down,
+			     .absorbable = true});
 }
 
 /* ------------------------------------------------- first-touch store */
@@ -627,8 +362,7 @@ static void touch_setup(struct fi *f)
 {
 	env(f, 16, true);
 	cr_assert_eq(smmu_mmap(f->mm, (smmu_addr_t)3 << 39, 2 * PS, RW, SMMU_MAP_FIXED, &f->x), 0);
-	f->snap_lo = f->x;
-	f->snap_pages = 2;
+	watch(f, f->x, 2);
 }
 
 static int touch_run(struct fi *f)
@@ -650,7 +384,11 @@ static void touch_done(struct fi *f)
 
 Test(fault_injection, first_touch_store)
 {
-	walk(&(struct fi_op){"first-touch store", touch_setup, touch_run, touch_done, env_down, false, false});
+	walk(&(struct fi_op){.name = "first-touch store",
+			     .setup = touch_setup,
+			     .run = touch_run,
+			     .done = touch_done,
+			     .teardown = env_down});
 }
 
 /* A trapping store: the handler sees -ENOMEM, returns, and the retry
@@ -693,8 +431,7 @@ static void bulk_setup(struct fi *f)
 	env(f, 16, true);
 	/* Three pages across a 2 MiB boundary: two leaf tables. */
 	cr_assert_eq(smmu_mmap(f->mm, ((smmu_addr_t)5 << 30) - PS, 3 * PS, RW, SMMU_MAP_FIXED, &f->x), 0);
-	f->snap_lo = f->x;
-	f->snap_pages = 3;
+	watch(f, f->x, 3);
 }
 
 static int bulk_run(struct fi *f)
@@ -728,7 +465,11 @@ static void bulk_done(struct fi *f)
 
 Test(fault_injection, bulk_write_first_touch)
 {
-	walk(&(struct fi_op){"bulk write (first touch)", bulk_setup, bulk_run, bulk_done, env_down, false, false});
+	walk(&(struct fi_op){.name = "bulk write (first touch)",
+			     .setup = bulk_setup,
+			     .run = bulk_run,
+			     .done = bulk_done,
+			     .teardown = env_down});
 }
 
 /* ----------------------------------------------- TLB grow on a miss */
@@ -742,8 +483,7 @@ static void grow_setup(struct fi *f)
 	struct smmu__cpu *c = smmu__cpu_of(f->cpu);
 	while (c->tlb.misses + 1 < 2 * c->tlb.entries)
 		smmu__tlb_miss(c);
-	f->snap_lo = f->x;
-	f->snap_pages = 1;
+	watch(f, f->x, 1);
 }
 
 static int grow_run(struct fi *f)
@@ -763,7 +503,13 @@ static void grow_done(struct fi *f)
 
 Test(fault_injection, tlb_grow_on_miss)
 {
-	walk(&(struct fi_op){"access with TLB grow", grow_setup, grow_run, grow_done, env_down, true, true});
+	walk(&(struct fi_op){.name = "access with TLB grow",
+			     .setup = grow_setup,
+			     .run = grow_run,
+			     .done = grow_done,
+			     .teardown = env_down,
+			     .absorbable = true,
+			     .strict_live = true});
 }
 
 /* ---------------------------------------------------------- mm destroy */
@@ -795,7 +541,12 @@ static void destroy_done(struct fi *f)
 
 Test(fault_injection, mm_destroy)
 {
-	walk(&(struct fi_op){"mm destroy", destroy_setup, destroy_run, destroy_done, env_down, true, false});
+	walk(&(struct fi_op){.name = "mm destroy",
+			     .setup = destroy_setup,
+			     .run = destroy_run,
+			     .done = destroy_done,
+			     .teardown = env_down,
+			     .absorbable = true});
 }
 
 /* -------------------------------------------- pool exhaustion (no seam) */
@@ -807,8 +558,7 @@ Test(fault_injection, populate_pool_exhaustion_unchanged)
 	env(f, 40, true);
 	f->x = (smmu_addr_t)1 << 32;
 	mapped_and_written(f, f->x, 4, RW);
-	f->snap_lo = f->x;
-	f->snap_pages = 64;
+	watch(f, f->x, 64);
 	snapshot(f);
 	long live = smmu__alloc_live();
 	/* 60 pages but only 36 frames left. */
@@ -829,4 +579,499 @@ Test(fault_injection, populate_pool_exhaustion_unchanged)
 	env_down(f);
 	free(f);
 	cr_assert_eq(smmu__alloc_live(), live0);
+}
+
+/* ------------------------------------- cpu register with a config */
+
+/* A small TLB that may grow, and four address-space ids: the id array and
+ * the first TLB are allocated at registration (the other ids' TLBs on
+ * first use, by smmu_cpu_switch_mm). */
+static int cpu_ex_run(struct fi *f)
+{
+	struct smmu_cpu_config cfg = {.tlb_entries = 16, .tlb_max_entries = 64, .asids = 4};
+	f->cpu2 = (struct smmu_cpu *)(uintptr_t)0x1;
+	int err = smmu_cpu_register_ex(f->mm, &cfg, &f->cpu2);
+	if (err) {
+		cr_assert_eq(f->cpu2, (struct smmu_cpu *)(uintptr_t)0x1, "*out written on error");
+		cr_assert_null(smmu_cpu_self());
+		cr_assert_eq(f->mm->nr_cpus, 0);
+		cr_assert_null(f->mm->cpus);
+		cr_assert_null(f->pool->caches);
+		f->cpu2 = NULL;
+	}
+	return err;
+}
+
+static void cpu_ex_done(struct fi *f)
+{
+	struct smmu__cpu *c = smmu__cpu_of(f->cpu2);
+	cr_assert_eq(c->nasids, 4);
+	cr_assert_eq(c->tlb.entries, 16);
+	cpu_done(f);
+}
+
+/* After a failed registration the thread can still register. */
+static void cpu_ex_failed(struct fi *f)
+{
+	cr_assert_eq(smmu_cpu_register(f->mm, &f->cpu2), 0);
+	cpu_done(f);
+}
+
+Test(fault_injection, cpu_register_ex_asids)
+{
+	walk(&(struct fi_op){.name = "cpu register_ex (4 asids)",
+			     .setup = cpu_setup,
+			     .run = cpu_ex_run,
+			     .done = cpu_ex_done,
+			     .teardown = env_down,
+			     .strict_live = true,
+			     .failed = cpu_ex_failed});
+}
+
+/* ------------------------------------------------------ switch_mm */
+
+/* A CPU of mm with a written page, and a second mm (on the same pool, or
+ * on a pool of its own) with a written page at the same address: the
+ * first switch to it allocates its TLB. */
+static void switch_setup_common(struct fi *f, bool own_pool)
+{
+	env(f, 32, true);
+	f->x = (smmu_addr_t)1 << 32;
+	mapped_and_written(f, f->x, 2, RW);
+	watch(f, f->x, 2);
+	struct smmu_pool *p2 = f->pool;
+	if (own_pool) {
+		struct smmu_pool_config cfg = {.size = 16 * PS};
+		cr_assert_eq(smmu_pool_create(&cfg, &f->pool2), 0);
+		p2 = f->pool2;
+	}
+	cr_assert_eq(smmu_mm_create(p2, &f->mm2), 0);
+	smmu_addr_t out;
+	cr_assert_eq(smmu_mmap(f->mm2, f->x, PS, RW, SMMU_MAP_FIXED | SMMU_MAP_POPULATE, &out), 0);
+	void *host;
+	cr_assert_eq(smmu_mm_translate(f->mm2, f->x, RW, &host), 0);
+	*(uint64_t *)host = 0x2222;
+	/* Fill the TLB of mm's id, to see it kept across the switches. */
+	cr_assert_eq(smmu_load64(f->cpu, f->x), pattern_value(f->x, 0));
+}
+
+static void switch_setup(struct fi *f)
+{
+	switch_setup_common(f, false);
+}
+
+static void switch_setup_pool2(struct fi *f)
+{
+	switch_setup_common(f, true);
+}
+
+static int switch_run(struct fi *f)
+{
+	int err = smmu_cpu_switch_mm(f->cpu, f->mm2);
+	if (err) {
+		/* The CPU stays in its old mm, unchanged. */
+		cr_assert_eq(smmu_cpu_mm(f->cpu), f->mm);
+		cr_assert_eq(f->mm->nr_cpus, 1);
+		cr_assert_eq(f->mm->cpus, smmu__cpu_of(f->cpu));
+		cr_assert_eq(f->mm2->nr_cpus, 0);
+		cr_assert_eq(smmu__cpu_of(f->cpu)->pcache.pool, f->pool);
+		cr_assert_eq(smmu__tlb_entry(f->cpu, f->x)->read_tag, f->x, "the old mm's TLB was flushed");
+	}
+	return err;
+}
+
+static void switch_done(struct fi *f)
+{
+	cr_assert_eq(smmu_cpu_mm(f->cpu), f->mm2);
+	cr_assert_eq(f->mm->nr_cpus, 0);
+	cr_assert_eq(f->mm2->nr_cpus, 1);
+	cr_assert_eq(smmu_load64(f->cpu, f->x), 0x2222);
+	smmu_store64(f->cpu, f->x + 8, 0x3333);
+	cr_assert_eq(smmu_load64(f->cpu, f->x + 8), 0x3333);
+	/* Back, without allocating: mm's slot has its table. */
+	smmu__alloc_fail_after(0);
+	cr_assert_eq(smmu_cpu_switch_mm(f->cpu, f->mm), 0);
+	cr_assert(!smmu__alloc_failure_fired(), "switching back allocated");
+	smmu__alloc_fail_after(-1);
+	cr_assert_eq(smmu_cpu_mm(f->cpu), f->mm);
+	cr_assert_eq(smmu__tlb_entry(f->cpu, f->x)->read_tag, f->x, "mm's entries were not kept");
+	cr_assert_eq(smmu_load64(f->cpu, f->x), pattern_value(f->x, 0));
+}
+
+/* The CPU still works in its old mm, and a later switch succeeds. */
+static void switch_failed(struct fi *f)
+{
+	cr_assert_eq(smmu_load64(f->cpu, f->x + PS + pattern_offset(1)), pattern_value(f->x, 1));
+	smmu_store64(f->cpu, f->x + 16, 0x4444);
+	cr_assert_eq(smmu_load64(f->cpu, f->x + 16), 0x4444);
+	smmu_addr_t a;
+	cr_assert_eq(smmu_mmap(f->mm, 0, PS, RW, 0, &a), 0);
+	smmu_store64(f->cpu, a, 5); /* demand-zero from the CPU's cache of mm's pool */
+	cr_assert_eq(smmu_cpu_switch_mm(f->cpu, f->mm2), 0);
+	switch_done(f);
+}
+
+Test(fault_injection, cpu_switch_mm_first_switch)
+{
+	walk(&(struct fi_op){.name = "switch_mm (new asid)",
+			     .setup = switch_setup,
+			     .run = switch_run,
+			     .done = switch_done,
+			     .teardown = env_down,
+			     .strict_live = true,
+			     .failed = switch_failed});
+}
+
+Test(fault_injection, cpu_switch_mm_other_pool)
+{
+	walk(&(struct fi_op){.name = "switch_mm (new asid, other pool)",
+			     .setup = switch_setup_pool2,
+			     .run = switch_run,
+			     .done = switch_done,
+			     .teardown = env_down,
+			     .strict_live = true,
+			     .failed = switch_failed});
+}
+
+/* With every id in use, a switch to a third mm recycles the least recently
+ * used id and its table: no allocation at all (so nothing to walk). */
+Test(fault_injection, cpu_switch_mm_recycled_asid_allocates_nothing)
+{
+	long live0 = smmu__alloc_live();
+	struct fi *f = calloc(1, sizeof(*f));
+	env(f, 32, false);
+	struct smmu_cpu_config cfg = {.asids = 2};
+	cr_assert_eq(smmu_cpu_register_ex(f->mm, &cfg, &f->cpu), 0);
+	struct smmu_mm *mm3;
+	cr_assert_eq(smmu_mm_create(f->pool, &f->mm2), 0);
+	cr_assert_eq(smmu_mm_create(f->pool, &mm3), 0);
+	cr_assert_eq(smmu_cpu_switch_mm(f->cpu, f->mm2), 0);
+	smmu__alloc_fail_after(0);
+	int err = smmu_cpu_switch_mm(f->cpu, mm3);
+	bool fired = smmu__alloc_failure_fired();
+	smmu__alloc_fail_after(-1);
+	cr_assert_eq(err, 0);
+	cr_assert(!fired, "recycling an address-space id allocated");
+	cr_assert_eq(smmu_cpu_mm(f->cpu), mm3);
+	cr_assert_eq(smmu_cpu_unregister(f->cpu), 0);
+	f->cpu = NULL;
+	cr_assert_eq(smmu_mm_destroy(mm3), 0);
+	env_down(f);
+	free(f);
+	cr_assert_eq(smmu__alloc_live(), live0);
+}
+
+/* --------------------------------------------------- thread create */
+
+/* Threads of this process (entries of /proc/self/task). */
+static int count_tasks(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	cr_assert(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void *thread_fn(void *arg)
+{
+	struct fi *f = arg;
+	struct smmu_cpu *cpu = smmu_cpu_self();
+	atomic_store(&f->thread_ran, cpu ? 1 : -1);
+	/* The page is populated and its table exists: no allocation here, so
+	 * the walk's failure can only hit the registration. */
+	if (cpu && smmu_try_store64(cpu, f->x, 0x7777))
+		atomic_store(&f->thread_ran, -2);
+	return f;
+}
+
+static void thread_setup(struct fi *f)
+{
+	env(f, 16, true);
+	cr_assert_eq(smmu_mmap(f->mm, (smmu_addr_t)1 << 32, PS, RW, SMMU_MAP_FIXED | SMMU_MAP_POPULATE, &f->x), 0);
+	watch(f, f->x, 1);
+	f->tasks_before = count_tasks();
+}
+
+static int thread_run(struct fi *f)
+{
+	int err = smmu_thread_create(&f->thread, NULL, f->mm, thread_fn, f);
+	f->thread_live = !err;
+	return err;
+}
+
+static void thread_done(struct fi *f)
+{
+	void *ret = NULL;
+	cr_assert_eq(smmu_thread_join(f->thread, &ret), 0);
+	f->thread_live = false;
+	cr_assert_eq(ret, f);
+	cr_assert_eq(atomic_load(&f->thread_ran), 1, "fn ran without its CPU, or its store failed (%d)",
+		     atomic_load(&f->thread_ran));
+	cr_assert_eq(f->mm->nr_cpus, 1, "the thread's CPU outlived it");
+	cr_assert_eq(smmu_load64(f->cpu, f->x), 0x7777);
+}
+
+/* fn never ran, the thread is gone, and a new one can be made. */
+static void thread_failed(struct fi *f)
+{
+	cr_assert_eq(atomic_load(&f->thread_ran), 0, "fn ran after a failed registration");
+	cr_assert_eq(f->mm->nr_cpus, 1, "a CPU of the failed thread is left");
+	/* The joined thread's task may linger a moment after the join. */
+	struct timespec nap = {0, 1000000};
+	for (int i = 0; count_tasks() != f->tasks_before; i++) {
+		cr_assert_lt(i, 2000, "a thread is left: %d tasks, were %d", count_tasks(), f->tasks_before);
+		nanosleep(&nap, NULL);
+	}
+	cr_assert_eq(thread_run(f), 0);
+	thread_done(f);
+}
+
+static void thread_teardown(struct fi *f)
+{
+	if (f->thread_live)
+		cr_assert_eq(smmu_thread_join(f->thread, NULL), 0);
+	env_down(f);
+}
+
+Test(fault_injection, thread_create)
+{
+	walk(&(struct fi_op){.name = "thread create",
+			     .setup = thread_setup,
+			     .run = thread_run,
+			     .done = thread_done,
+			     .teardown = thread_teardown,
+			     .strict_live = true,
+			     .failed = thread_failed});
+}
+
+/* ------------------------------------- mmap FIXED|POPULATE over a map */
+
+/* FIXED|POPULATE read-only over the middle 4 pages of a written 6-page
+ * map: everything is taken before the old mapping goes, so a failure
+ * (metadata or frame) leaves the old pages and their contents. */
+static void fixpop_setup(struct fi *f)
+{
+	env(f, 64, true);
+	f->x = (smmu_addr_t)1 << 32;
+	mapped_and_written(f, f->x, 6, RW);
+	six_more_regions(f);
+	watch(f, f->x, 6);
+}
+
+static int fixpop_run(struct fi *f)
+{
+	return smmu_mmap(f->mm, f->x + PS, 4 * PS, SMMU_PROT_READ, SMMU_MAP_FIXED | SMMU_MAP_POPULATE, &f->out);
+}
+
+static void fixpop_done(struct fi *f)
+{
+	smmu_addr_t lo = f->x + PS, hi = f->x + 5 * PS;
+	cr_assert_eq(f->out, lo);
+	struct smmu_region want[MAX_REGIONS];
+	size_t n = regions_after(f, lo, hi, SMMU_PROT_READ, want);
+	expect_regions(f, want, n);
+	expect_pages_outside(f, lo, hi);
+	for (smmu_addr_t a = lo; a < hi; a += PS) {
+		smmu_pte_t p = pte_at(f->mm, a);
+		cr_assert(p & SMMU_PTE_PRESENT, "page %#llx not populated", (unsigned long long)a);
+		cr_assert(!(p & SMMU_PTE_WRITE));
+		cr_assert_eq(page_hash(smmu__frame_host(f->pool, smmu__pte_frame(p)), PS), zero_hash(),
+			     "old contents in the populated page %#llx", (unsigned long long)a);
+	}
+	/* Four frames freed, four taken. */
+	cr_assert_eq(smmu_pool_free_frames(f->pool), f->free_frames);
+	uint64_t v = 1;
+	cr_assert_eq(smmu_try_load64(f->cpu, lo + 2 * PS + pattern_offset(3), &v), 0);
+	cr_assert_eq(v, 0);
+	cr_assert_eq(smmu_try_store64(f->cpu, lo, 1), -EACCES);
+}
+
+/* The old mapping still works after the failure. */
+static void fixpop_failed(struct fi *f)
+{
+	for (size_t i = 0; i < 6; i++)
+		cr_assert_eq(smmu_load64(f->cpu, f->x + i * PS + pattern_offset(i)), pattern_value(f->x, i));
+	smmu_store64(f->cpu, f->x + 2 * PS, 9);
+}
+
+Test(fault_injection, mmap_fixed_populate_over_existing)
+{
+	walk(&(struct fi_op){.name = "mmap FIXED|POPULATE over a map",
+			     .setup = fixpop_setup,
+			     .run = fixpop_run,
+			     .done = fixpop_done,
+			     .teardown = env_down,
+			     .absorbable = true, /* the gather of the replaced pages may fall back */
+			     .strict_live = true,
+			     .failed = fixpop_failed});
+}
+
+/* ====================================================================
+ * The frame pool: smmu__pool_fail_after(n) makes the nth frame allocation
+ * fail as if the pool were empty.
+ * ==================================================================== */
+
+Test(fault_injection, pool_mmap_fixed_populate_over_existing)
+{
+	long sites = walk(&(struct fi_op){.name = "mmap FIXED|POPULATE over a map",
+					  .setup = fixpop_setup,
+					  .run = fixpop_run,
+					  .done = fixpop_done,
+					  .teardown = env_down,
+					  .strict_live = true,
+					  .seam = FI_POOL,
+					  .failed = fixpop_failed});
+	cr_assert_eq(sites, 4, "one frame a populated page");
+}
+
+/* POPULATE of 8 pages after a written 2-page map (they merge), across a
+ * 1 GiB boundary (new tables). */
+static void pop8_setup(struct fi *f)
+{
+	env(f, 32, true);
+	f->x = ((smmu_addr_t)2 << 30) - 6 * PS;
+	mapped_and_written(f, f->x, 2, RW);
+	watch(f, f->x, 10);
+}
+
+static int pop8_run(struct fi *f)
+{
+	return smmu_mmap(f->mm, f->x + 2 * PS, 8 * PS, RW, SMMU_MAP_POPULATE, &f->out);
+}
+
+static void pop8_done(struct fi *f)
+{
+	cr_assert_eq(f->out, f->x + 2 * PS, "the free hint is used");
+	struct smmu_region want = {f->x, f->x + 10 * PS, RW, 0};
+	expect_regions(f, &want, 1);
+	expect_pages_outside(f, f->out, f->out + 8 * PS);
+	for (size_t i = 0; i < 8; i++) {
+		smmu_pte_t p = pte_at(f->mm, f->out + i * PS);
+		cr_assert(p & SMMU_PTE_PRESENT, "page %zu not populated", i);
+		cr_assert_eq(page_hash(smmu__frame_host(f->pool, smmu__pte_frame(p)), PS), zero_hash());
+	}
+	cr_assert_eq(smmu_pool_free_frames(f->pool), f->free_frames - 8);
+}
+
+/* Nothing mapped: the range is still free, and the same mmap succeeds. */
+static void pop8_failed(struct fi *f)
+{
+	uint64_t v;
+	cr_assert_eq(smmu_try_load64(f->cpu, f->x + 2 * PS, &v), -EFAULT);
+	cr_assert_eq(pop8_run(f), 0);
+	pop8_done(f);
+}
+
+Test(fault_injection, pool_mmap_populate)
+{
+	long sites = walk(&(struct fi_op){.name = "mmap POPULATE (8 pages)",
+					  .setup = pop8_setup,
+					  .run = pop8_run,
+					  .done = pop8_done,
+					  .teardown = env_down,
+					  .strict_live = true,
+					  .seam = FI_POOL,
+					  .failed = pop8_failed});
+	cr_assert_eq(sites, 8, "one frame a populated page");
+}
+
+/* Demand-zero store and load (touch_setup: two fresh pages). */
+static void touch_failed(struct fi *f)
+{
+	cr_assert_eq(pte_at(f->mm, f->x), 0, "a page was mapped by the failed fault");
+	cr_assert_eq(smmu_try_store64(f->cpu, f->x + 8, 0xfeedull), 0, "the retry failed");
+	touch_done(f);
+}
+
+Test(fault_injection, pool_demand_zero_store)
+{
+	long sites = walk(&(struct fi_op){.name = "demand-zero try_store64",
+					  .setup = touch_setup,
+					  .run = touch_run,
+					  .done = touch_done,
+					  .teardown = env_down,
+					  .seam = FI_POOL,
+					  .failed = touch_failed});
+	cr_assert_eq(sites, 1);
+}
+
+static int touch_load_run(struct fi *f)
+{
+	uint64_t v = 0x1234;
+	int err = smmu_try_load64(f->cpu, f->x + PS + 8, &v);
+	if (err) {
+		cr_assert_eq(v, 0x1234, "*out written on error");
+		cr_assert_neq(smmu__tlb_entry(f->cpu, f->x + PS)->read_tag, f->x + PS, "a failed fault filled the TLB");
+	} else {
+		cr_assert_eq(v, 0);
+	}
+	return err;
+}
+
+static void touch_load_done(struct fi *f)
+{
+	smmu_pte_t p = pte_at(f->mm, f->x + PS);
+	cr_assert(p & SMMU_PTE_PRESENT);
+	cr_assert_eq(page_hash(smmu__frame_host(f->pool, smmu__pte_frame(p)), PS), zero_hash());
+	cr_assert_eq(pte_at(f->mm, f->x), 0);
+	cr_assert_eq(smmu_pool_free_frames(f->pool), f->free_frames - 1);
+	expect_regions(f, f->regions, f->nregions);
+}
+
+static void touch_load_failed(struct fi *f)
+{
+	cr_assert_eq(pte_at(f->mm, f->x + PS), 0, "a page was mapped by the failed fault");
+	cr_assert_eq(touch_load_run(f), 0, "the retry failed");
+	touch_load_done(f);
+}
+
+Test(fault_injection, pool_demand_zero_load)
+{
+	long sites = walk(&(struct fi_op){.name = "demand-zero try_load64",
+					  .setup = touch_setup,
+					  .run = touch_load_run,
+					  .done = touch_load_done,
+					  .teardown = env_down,
+					  .seam = FI_POOL,
+					  .failed = touch_load_failed});
+	cr_assert_eq(sites, 1);
+}
+
+/* A trapping store whose frame allocation fails: the trap handler sees
+ * -ENOMEM, returns, and the retried access gets its frame. */
+Test(fault_injection, pool_trapping_store_retries_after_enomem)
+{
+	long live0 = smmu__alloc_live();
+	struct fi *f = calloc(1, sizeof(*f));
+	touch_setup(f);
+	cr_assert_eq(smmu_cpu_set_trap_handler(f->cpu, record_trap, NULL), 0);
+	trap_calls = 0;
+	trap_err = 0;
+	smmu__pool_fail_after(0);
+	smmu_store64(f->cpu, f->x, 77);
+	cr_assert(smmu__pool_failure_fired());
+	smmu__pool_fail_after(-1);
+	cr_assert_eq(trap_calls, 1);
+	cr_assert_eq(trap_err, -ENOMEM);
+	cr_assert_eq(smmu_load64(f->cpu, f->x), 77);
+	env_down(f);
+	free(f);
+	cr_assert_eq(smmu__alloc_live(), live0);
+}
+
+/* Bulk write over three fresh pages (bulk_setup): a frame a page. */
+Test(fault_injection, pool_bulk_write_first_touch)
+{
+	long sites = walk(&(struct fi_op){.name = "bulk write (first touch)",
+					  .setup = bulk_setup,
+					  .run = bulk_run,
+					  .done = bulk_done,
+					  .teardown = env_down,
+					  .seam = FI_POOL});
+	cr_assert_eq(sites, 3);
 }
