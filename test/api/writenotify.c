@@ -255,9 +255,9 @@ static void remote_notified(enum smmu_shootdown_mode mode)
 	if (mode != SMMU_SHOOTDOWN_SIGNAL)
 		cr_assert_eq(smmu_cpu_online(e.cpu), 0);
 	/* Writes that hit before the arming's flush reached the remote CPU
-	 * are before the arming; after it, the first write notifies once
-	 * (the remote loop may have written once more before phase 2). */
-	cr_assert_eq(before, 0);
+	 * are before the arming; the first after it notifies, once - maybe
+	 * even before the arming returned (its loop runs on meanwhile). */
+	cr_assert(before <= 1);
 	cr_assert_eq(atomic_load(&calls), 1, "the remote CPU's write after arming was not notified exactly once");
 	cr_assert_eq(atomic_load(&last_cpu), r.cpu);
 	cr_assert_eq(smmu_load64(e.cpu, a + 16), 2);
