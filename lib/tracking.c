@@ -23,6 +23,7 @@
 #include "mm.h"
 #include "notifier.h"
 #include "pgtable.h"
+#include "tracking.h"
 
 static int check(struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end)
 {
@@ -61,16 +62,8 @@ SMMU_API int smmu_test_and_clear_young(struct smmu_mm *mm, smmu_addr_t addr, siz
 	return 0;
 }
 
-/* Dirty pages of [addr, end) into bitmap (if not NULL), cleared with
- * their flush if clear; the number of dirty pages. */
-static size_t dirty(struct smmu_mm *mm, smmu_addr_t addr, smmu_addr_t end, uint64_t *bitmap, bool clear)
+size_t smmu__clear_change(struct smmu_mm *mm, smmu_addr_t addr, smmu_addr_t end, smmu__clear_op op, void *ctx)
 {
-	if (!clear) {
-		smmu__mm_rdlock(mm);
-		size_t n = smmu__pt_clear_bits(mm, NULL, addr, end, SMMU_PTE_DIRTY, bitmap);
-		pthread_rwlock_unlock(&mm->lock);
-		return n;
-	}
 	smmu__mm_wrlock(mm);
 	struct smmu__notify_op nop;
 	smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_CLEAR, true); /* blockable: cannot fail */
@@ -78,10 +71,28 @@ static size_t dirty(struct smmu_mm *mm, smmu_addr_t addr, smmu_addr_t end, uint6
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.notify = &nop;
 	g.nnotify = 1;
-	size_t n = smmu__pt_clear_bits(mm, &g, addr, end, SMMU_PTE_DIRTY, bitmap);
+	size_t n = op(mm, &g, addr, end, ctx);
 	pthread_rwlock_unlock(&mm->lock);
 	smmu__gather_finish(&g);
 	smmu__notify_end(&nop);
+	return n;
+}
+
+static size_t clear_dirty_op(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t addr, smmu_addr_t end,
+			     void *bitmap)
+{
+	return smmu__pt_clear_bits(mm, g, addr, end, SMMU_PTE_DIRTY, bitmap);
+}
+
+/* Dirty pages of [addr, end) into bitmap (if not NULL), cleared with
+ * their flush if clear; the number of dirty pages. */
+static size_t dirty(struct smmu_mm *mm, smmu_addr_t addr, smmu_addr_t end, uint64_t *bitmap, bool clear)
+{
+	if (clear)
+		return smmu__clear_change(mm, addr, end, clear_dirty_op, bitmap);
+	smmu__mm_rdlock(mm);
+	size_t n = smmu__pt_clear_bits(mm, NULL, addr, end, SMMU_PTE_DIRTY, bitmap);
+	pthread_rwlock_unlock(&mm->lock);
 	return n;
 }
 

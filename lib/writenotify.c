@@ -24,10 +24,10 @@
 #include <softmmu/softmmu.h>
 
 #include "cpu.h"
-#include "gather.h"
 #include "mm.h"
 #include "notifier.h"
 #include "pgtable.h"
+#include "tracking.h"
 
 int smmu__write_notify(struct smmu_mm *mm, struct smmu__cpu *c, smmu_addr_t addr, size_t size,
 		       enum smmu_access_kind kind)
@@ -72,6 +72,12 @@ SMMU_API int smmu_mm_set_write_notify(struct smmu_mm *mm, smmu_fault_handler_fn 
 	return 0;
 }
 
+static size_t arm_op(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t addr, smmu_addr_t end, void *ctx)
+{
+	(void)ctx;
+	return smmu__pt_write_notify(mm, g, addr, end, true);
+}
+
 static int arm_or_disarm(struct smmu_mm *mm, smmu_addr_t addr, size_t len, bool arm, size_t *changed)
 {
 	if (!smmu__mm_check_live(mm))
@@ -82,22 +88,13 @@ static int arm_or_disarm(struct smmu_mm *mm, smmu_addr_t addr, size_t len, bool 
 		return err;
 	if (smmu__notify_in_callback(mm))
 		return -EDEADLK;
-	smmu__mm_wrlock(mm);
 	size_t n;
 	if (arm) {
 		/* The dirty bits go: secondary TLBs that write through cached
 		 * pointers must translate again, which notifies too. */
-		struct smmu__notify_op nop;
-		smmu__notify_start(mm, &nop, addr, end, SMMU_NOTIFY_CLEAR, true); /* blockable: cannot fail */
-		struct smmu__gather g;
-		smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
-		g.notify = &nop;
-		g.nnotify = 1;
-		n = smmu__pt_write_notify(mm, &g, addr, end, true);
-		pthread_rwlock_unlock(&mm->lock);
-		smmu__gather_finish(&g);
-		smmu__notify_end(&nop);
+		n = smmu__clear_change(mm, addr, end, arm_op, NULL);
 	} else {
+		smmu__mm_wrlock(mm);
 		n = smmu__pt_write_notify(mm, NULL, addr, end, false); /* no permission goes: no flush */
 		pthread_rwlock_unlock(&mm->lock);
 	}
