@@ -8,8 +8,10 @@
  *      least recently used (recycled: its table is flushed).  A table that
  *      must be allocated is allocated first, so that -ENOMEM changes
  *      nothing;
- *   2. leave A: under A's CPU-list lock, settle the counters into A, unlink,
- *      and read A's flush generation g.  The signal back-end advances the
+ *   2. leave A: under A's CPU-list lock, settle the counters into A, unlink
+ *      (still counted in nr_cpus, so that A cannot be destroyed under us,
+ *      until step 3 is done with A and its pool), and read A's flush
+ *      generation g.  The signal back-end advances the
  *      generation and posts its requests under that same lock, so every
  *      initiator that reached g or earlier has posted to this CPU (if it
  *      had to) and no later one will; the back-end's cpu_leave then flushes
@@ -150,7 +152,6 @@ SMMU_API int smmu_cpu_switch_mm(struct smmu_cpu *pub, struct smmu_mm *to)
 		from->cpus = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	from->nr_cpus--;
 	uint64_t gen = atomic_load(&from->flush_gen);
 	pthread_mutex_unlock(&from->cpus_lock);
 	from->sd->cpu_leave(c, gen);
@@ -172,6 +173,10 @@ SMMU_API int smmu_cpu_switch_mm(struct smmu_cpu *pub, struct smmu_mm *to)
 		smmu__pcache_detach(&c->pcache);
 		smmu__pcache_attach(to->pool, &c->pcache);
 	}
+	/* Done with the old mm (and its pool): it may be destroyed now. */
+	pthread_mutex_lock(&from->cpus_lock);
+	from->nr_cpus--;
+	pthread_mutex_unlock(&from->cpus_lock);
 
 	/* 4. Join it. */
 	pthread_mutex_lock(&to->cpus_lock);

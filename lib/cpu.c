@@ -143,7 +143,6 @@ static void unregister_locked_out(struct smmu__cpu *c)
 		mm->cpus = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	mm->nr_cpus--;
 	pthread_mutex_unlock(&mm->cpus_lock);
 
 	/* Initiators that targeted us before we left the list may still wait
@@ -151,11 +150,14 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	mm->sd->cpu_detach(c);
 	self = NULL;
 	atomic_signal_fence(memory_order_seq_cst);
+	smmu__pcache_detach(&c->pcache);
+	/* Only now may smmu_mm_destroy (and then the pool's) succeed: until
+	 * here we used the mm and its pool. */
 	pthread_mutex_lock(&mm->cpus_lock);
 	smmu__counters_settle(&mm->counters, &c->counters, &c->counters_base);
+	mm->nr_cpus--;
 	pthread_mutex_unlock(&mm->cpus_lock);
 
-	smmu__pcache_detach(&c->pcache);
 	smmu__asids_fini(c);
 	smmu__tlb_fini(c);
 	c->magic = SMMU_DEAD_MAGIC;

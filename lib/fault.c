@@ -21,6 +21,7 @@
 #include <softmmu/softmmu.h>
 
 #include "cpu.h"
+#include "dup.h"
 #include "mm.h"
 #include "pgtable.h"
 #include "pool.h"
@@ -35,6 +36,8 @@
 #define RUN_HANDLER 2
 /* Walk result: a write to a page armed for write notification. */
 #define NEED_NOTIFY 3
+/* Walk result: a write to a frame shared copy-on-write. */
+#define NEED_COW 4
 
 /* The access critical section, as the inline path marks it (access.h). */
 static void cs_enter(struct smmu__cpu *c)
@@ -179,7 +182,7 @@ static int walk_fill(struct smmu__cpu *c, smmu_addr_t addr, enum smmu_access_kin
 		if (!(pte & SMMU_PTE_PRESENT))
 			return (pte & SMMU_PTE_PROTNONE) ? -EACCES : NEED_FAULT;
 		if (write && !(pte & SMMU_PTE_WRITE))
-			return -EACCES;
+			return (pte & SMMU_PTE_COW) ? NEED_COW : -EACCES;
 		if (write && (pte & SMMU_PTE_WRNOTIFY))
 			return NEED_NOTIFY;
 		/* Accessed (and dirty), and this CPU's bit: set before the fill,
@@ -242,6 +245,17 @@ static int translate(struct smmu__cpu *c, smmu_addr_t addr, size_t size, enum sm
 			 (unsigned long long)addr);
 	for (;;) {
 		int walk = walk_fill(c, addr, kind, host);
+		if (walk == NEED_COW) {
+			cs_leave(c);
+			*left = true;
+			int r = smmu__cow_break(c->mm, addr, &c->pcache);
+			cs_enter(c);
+			if (r == 0)
+				continue;
+			if (r != -EACCES)
+				return r;
+			walk = -EACCES; /* a read-only mapping: as any protection fault */
+		}
 		if (walk == NEED_NOTIFY) {
 			cs_leave(c);
 			*left = true;

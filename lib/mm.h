@@ -56,7 +56,10 @@ struct smmu_mm {
 
 	pthread_mutex_t cpus_lock;
 	struct smmu__cpu *cpus; /* Sync: cpus_lock.  Registered CPUs */
-	unsigned nr_cpus;       /* Sync: cpus_lock */
+	unsigned nr_cpus;       /* Sync: cpus_lock.  On the list, plus those
+	                         * leaving it (unregistering, switching away)
+	                         * that still use the mm: smmu_mm_destroy
+	                         * waits for 0 */
 	unsigned next_cpu_id;   /* Sync: cpus_lock */
 
 	const struct smmu__shootdown_ops *sd; /* the shootdown back-end */
@@ -64,7 +67,6 @@ struct smmu_mm {
 	unsigned flags;                       /* SMMU_MM_* */
 	size_t deferred_max;                  /* RCU deferred: frames waiting at most */
 	_Atomic size_t deferred_frames;       /* RCU deferred: frames waiting now */
-	_Atomic unsigned gp_waiters;          /* RCU: threads in a grace-period wait */
 	struct smmu__watchdog *watchdog;      /* RCU: the stall watchdog, or NULL */
 
 	/* The last SMMU_FLUSH_LOG flushes, so that a CPU catching up (online,

@@ -217,6 +217,12 @@ static void for_each_leaf(unsigned shift, struct smmu__ptable *t, unsigned level
 	}
 }
 
+void smmu__pt_for_each_leaf(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, leaf_fn fn, void *ctx)
+{
+	if (start < end)
+		for_each_leaf(mm->page_shift, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, fn, ctx);
+}
+
 struct leaf_ctx {
 	struct smmu__gather *g; /* NULL: count only */
 	uint64_t *bitmap;       /* clear_bits: a bit per page from start, or NULL */
@@ -242,8 +248,10 @@ static void change_prot_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *c
 		if (!(old & SMMU_PTE_HAS_FRAME))
 			return;
 		new = (old & ~perm) | x->bits;
+		if (old & SMMU_PTE_COW) /* shared: a write must fault and copy */
+			new &= ~SMMU_PTE_WRITE;
 	} while (new != old && !atomic_compare_exchange_weak(slot, &old, new));
-	if (prot_reduced(old, (old & ~perm) | x->bits))
+	if (prot_reduced(old, new))
 		record(x, addr, old);
 }
 

@@ -44,7 +44,8 @@
 #define SMMU_PTE_WRITE 0x002ull
 #define SMMU_PTE_ACCESSED 0x004ull
 #define SMMU_PTE_DIRTY 0x008ull
-#define SMMU_PTE_COW 0x010ull      /* software: copy on write (reserved) */
+#define SMMU_PTE_COW 0x010ull      /* software: frame shared copy-on-write (dup.c); never
+                                    * with WRITE */
 #define SMMU_PTE_PROTNONE 0x020ull /* software: frame kept, no access */
 #define SMMU_PTE_WRNOTIFY 0x040ull /* software: the next write calls the mm's
                                     * write-notify handler first (writenotify.c) */
@@ -161,6 +162,11 @@ size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr
  * mapping lock exclusively. */
 size_t smmu__pt_write_notify(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
 			     bool arm);
+
+/* Call fn(slot, addr, ctx) for every leaf slot of [start, end) whose
+ * tables exist.  Caller holds the mapping lock. */
+void smmu__pt_for_each_leaf(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end,
+			    void (*fn)(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *ctx), void *ctx);
 
 /* Leaf flags for a mapping with protection prot (frame bits excluded). */
 smmu_pte_t smmu__pte_prot_bits(int prot);

@@ -131,6 +131,8 @@ static void cpu_leave(struct smmu__cpu *c, uint64_t gen)
 	(void)gen;
 }
 
+_Atomic unsigned long smmu__rcu_waiting;
+
 static bool is_rcu(const struct smmu_mm *mm)
 {
 	return mm->sd == &smmu__shootdown_rcu || mm->sd == &smmu__shootdown_rcu_deferred;
@@ -154,10 +156,12 @@ void smmu__rcu_block_end(struct smmu__cpu *c)
 	cpu_online(c);
 }
 
-/* No CPU of mm exists: no TLB holds its entries and no walk is in its
- * tables, so nothing needs a grace period (teardown, a collector thread
- * working on an mm whose CPUs all left).  A CPU that registers later walks
- * after our clear (it takes cpus_lock after us). */
+/* No CPU of mm exists: no walk is in its tables and no active TLB holds
+ * its entries, so nothing needs a grace period (teardown, a collector
+ * thread working on an mm whose CPUs all left).  A CPU that registers or
+ * switches in later walks after our clear (it takes cpus_lock after us);
+ * one that switches back to an inactive TLB of mm catches up from the
+ * flush log, which this flush is already in, before its first access. */
 static bool no_cpus(struct smmu_mm *mm)
 {
 	pthread_mutex_lock(&mm->cpus_lock);
@@ -172,9 +176,9 @@ static void grace_period(struct smmu_mm *mm)
 {
 	struct smmu__cpu *self = smmu__cpu_self();
 	bool reader = smmu__rcu_block_begin(self);
-	atomic_fetch_add(&mm->gp_waiters, 1);
+	atomic_fetch_add(&smmu__rcu_waiting, 1);
 	urcu_qsbr_synchronize_rcu();
-	atomic_fetch_sub(&mm->gp_waiters, 1);
+	atomic_fetch_sub(&smmu__rcu_waiting, 1);
 	TSAN_AFTER_GP();
 	smmu__stat_add(mm, SMMU_STAT_grace_periods, 1);
 	if (reader)
@@ -219,6 +223,7 @@ static void deferred_free_cb(struct rcu_head *head)
 	TSAN_AFTER_GP();
 	smmu__gather_free_entries(d->mm, d->entries, d->n);
 	atomic_fetch_sub(&d->mm->deferred_frames, d->frames);
+	atomic_fetch_sub(&smmu__rcu_waiting, 1);
 	smmu__free(d, sizeof(*d) + d->n * sizeof(uint64_t));
 }
 
@@ -242,6 +247,7 @@ static bool defer_free(struct smmu__gather *g)
 	d->n = smmu__gather_take(g, d->entries);
 	d->frames = frames;
 	atomic_fetch_add(&mm->deferred_frames, frames);
+	atomic_fetch_add(&smmu__rcu_waiting, 1);
 	urcu_qsbr_call_rcu(&d->head, deferred_free_cb);
 	smmu__stat_add(mm, SMMU_STAT_deferred_frees, 1);
 	return true;

@@ -52,7 +52,7 @@ static void default_report(struct smmu_mm *mm, unsigned cpu_id, uint64_t stalled
 
 static void check(struct smmu_mm *mm, struct smmu__watchdog *w)
 {
-	if (!atomic_load(&mm->gp_waiters) && !atomic_load(&mm->deferred_frames))
+	if (!atomic_load(&smmu__rcu_waiting))
 		return; /* nobody waits: a quiet CPU stalls nothing */
 	unsigned ids[MAX_REPORTS];
 	uint64_t ages[MAX_REPORTS];
@@ -133,4 +133,14 @@ void smmu__watchdog_stop(struct smmu_mm *mm)
 	pthread_mutex_destroy(&w->lock);
 	smmu__free(w, sizeof(*w));
 	mm->watchdog = NULL;
+}
+
+void smmu__watchdog_config(const struct smmu_mm *mm, struct smmu_mm_config *cfg)
+{
+	const struct smmu__watchdog *w = mm->watchdog;
+	if (w) {
+		cfg->stall_ns = w->stall_ns;
+		cfg->stall = w->fn;
+		cfg->stall_arg = w->arg;
+	}
 }

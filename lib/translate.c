@@ -20,6 +20,7 @@
 #include "pgtable.h"
 #include "pool.h"
 #include "region.h"
+#include "dup.h"
 #include "writenotify.h"
 
 /* Not present: install a zeroed frame if the mapping allows access.
@@ -65,6 +66,14 @@ SMMU_API int smmu_mm_translate(struct smmu_mm *mm, smmu_addr_t addr, int access,
 		smmu_pte_t pte = slot ? atomic_load(slot) : 0;
 		if (!(pte & SMMU_PTE_PRESENT)) {
 			err = (pte & SMMU_PTE_PROTNONE) ? -EACCES : fault_in(mm, page, write);
+			if (err)
+				break;
+			continue;
+		}
+		if (write && !(pte & SMMU_PTE_WRITE) && (pte & SMMU_PTE_COW)) {
+			pthread_rwlock_unlock(&mm->lock); /* the break takes it exclusively */
+			err = smmu__cow_break(mm, addr, NULL);
+			smmu__mm_rdlock(mm);
 			if (err)
 				break;
 			continue;

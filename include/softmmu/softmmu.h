@@ -171,10 +171,30 @@ SMMU_API int smmu_mm_create_ex(struct smmu_pool *pool, const struct smmu_mm_conf
  * smmu_mm_destroy: tear the address space down in whole-mm mode (one pass
  * over the page table, no per-range flush), return every frame to the pool
  * and free the page-table pages.
- * Errors: -EINVAL (NULL or not a live mm), -EBUSY (CPUs still registered).
+ * Errors: -EINVAL (NULL or not a live mm), -EBUSY (CPUs still registered,
+ * or still leaving: a CPU that is unregistering or switching away counts
+ * until it no longer touches the mm).
  * Thread: any.  Blocks: may.
  */
 SMMU_API int smmu_mm_destroy(struct smmu_mm *mm);
+
+/*
+ * smmu_mm_dup: a copy-on-write duplicate of parent in *child, as fork
+ * duplicates a process: the same mappings (protections, fault handlers,
+ * the write-notify handler), sharing every frame.  The parent loses write
+ * access to its private pages for the call (its CPUs' writable TLB entries
+ * are shot down before it returns); afterwards the first write to a shared
+ * page in either mm copies it into a frame of its own - or, when the other
+ * side has let go of it (unmapped it, or copied away), makes it writable
+ * in place.  The child has the parent's pool and shootdown configuration
+ * and no CPUs; its pages start clean and not accessed.  A write that races
+ * with the call lands in both or only in the parent, never only in the
+ * child.  Shared frames count once in the pool however many mms map them.
+ * Errors: -EINVAL (NULL or dead parent, NULL child), -EDEADLK (from a
+ * notifier callback of parent), -ENOMEM (nothing changed in the parent).
+ * Thread: any.  Blocks: may (mm lock, allocation, a shootdown).
+ */
+SMMU_API int smmu_mm_dup(struct smmu_mm *parent, struct smmu_mm **child);
 
 /*
  * smmu_mmap: map len bytes (rounded up to whole pages) of anonymous,
@@ -386,8 +406,11 @@ SMMU_API struct smmu_mm *smmu_cpu_mm(const struct smmu_cpu *cpu);
  * valid, minus whatever that mm flushed meanwhile (replayed from the mm's
  * flush log, or a full flush when it flushed too much).  From the switch
  * on, the old mm's shootdowns neither signal nor wait for this CPU (lazy
- * TLB); the CPU keeps its online state, id space aside: smmu_cpu_id is its
- * id within the new mm.  Switching to the current mm does nothing.
+ * TLB) - in signal mode; in the RCU modes grace periods are process-wide,
+ * so the old mm's strict-mode unmaps still wait for this CPU's next
+ * quiescent state, as for any online reader (unless the old mm has no CPU
+ * left).  The CPU keeps its online state; smmu_cpu_id is its id within
+ * the new mm.  Switching to the current mm does nothing.
  * Both mms must use the same shootdown mode (and the same
  * SMMU_MM_APP_URCU flag); they may draw from different pools.
  * Errors: -EINVAL (NULL or dead cpu or mm, different shootdown modes,

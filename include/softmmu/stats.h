@@ -45,7 +45,9 @@ struct smmu_mm;
 	X(faults_handled, "faults given to a mapping's fault handler")                 \
 	X(mm_switches, "smmu_cpu_switch_mm into this mm")                             \
 	X(asid_recycles, "switches into this mm that recycled an address-space id")    \
-	X(write_notifies, "write-notify handler calls (first writes to armed pages)")
+	X(write_notifies, "write-notify handler calls (first writes to armed pages)")   \
+	X(cow_copies, "copy-on-write breaks that copied the shared frame")            \
+	X(cow_reuses, "copy-on-write breaks that found the frame no longer shared")
 
 struct smmu_stats {
 #define SMMU__STATS_FIELD(name, desc) uint64_t name;

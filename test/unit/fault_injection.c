@@ -633,9 +633,9 @@ Test(fault_injection, cpu_register_ex_asids)
 /* A CPU of mm with a written page, and a second mm (on the same pool, or
  * on a pool of its own) with a written page at the same address: the
  * first switch to it allocates its TLB. */
-static void switch_setup_common(struct fi *f, bool own_pool)
+static void switch_setup_common(struct fi *f, bool own_pool, enum smmu_shootdown_mode mode)
 {
-	env(f, 32, true);
+	env_mode(f, 32, true, mode);
 	f->x = (smmu_addr_t)1 << 32;
 	mapped_and_written(f, f->x, 2, RW);
 	watch(f, f->x, 2);
@@ -645,7 +645,8 @@ static void switch_setup_common(struct fi *f, bool own_pool)
 		cr_assert_eq(smmu_pool_create(&cfg, &f->pool2), 0);
 		p2 = f->pool2;
 	}
-	cr_assert_eq(smmu_mm_create(p2, &f->mm2), 0);
+	struct smmu_mm_config mcfg = {.mode = mode};
+	cr_assert_eq(smmu_mm_create_ex(p2, &mcfg, &f->mm2), 0);
 	smmu_addr_t out;
 	cr_assert_eq(smmu_mmap(f->mm2, f->x, PS, RW, SMMU_MAP_FIXED | SMMU_MAP_POPULATE, &out), 0);
 	void *host;
@@ -657,12 +658,17 @@ static void switch_setup_common(struct fi *f, bool own_pool)
 
 static void switch_setup(struct fi *f)
 {
-	switch_setup_common(f, false);
+	switch_setup_common(f, false, SMMU_SHOOTDOWN_SIGNAL);
 }
 
 static void switch_setup_pool2(struct fi *f)
 {
-	switch_setup_common(f, true);
+	switch_setup_common(f, true, SMMU_SHOOTDOWN_SIGNAL);
+}
+
+static void switch_setup_rcu(struct fi *f)
+{
+	switch_setup_common(f, false, SMMU_SHOOTDOWN_RCU);
 }
 
 static int switch_run(struct fi *f)
@@ -733,6 +739,17 @@ Test(fault_injection, cpu_switch_mm_other_pool)
 			     .failed = switch_failed});
 }
 
+Test(fault_injection, cpu_switch_mm_rcu)
+{
+	walk(&(struct fi_op){.name = "switch_mm (new asid, RCU mode)",
+			     .setup = switch_setup_rcu,
+			     .run = switch_run,
+			     .done = switch_done,
+			     .teardown = env_down,
+			     .strict_live = true,
+			     .failed = switch_failed});
+}
+
 /* With every id in use, a switch to a third mm recycles the least recently
  * used id and its table: no allocation at all (so nothing to walk). */
 Test(fault_injection, cpu_switch_mm_recycled_asid_allocates_nothing)
@@ -789,23 +806,77 @@ static void *thread_fn(void *arg)
 	return f;
 }
 
-static void thread_setup(struct fi *f)
+static void thread_setup_mode(struct fi *f, enum smmu_shootdown_mode mode)
 {
-	env(f, 16, true);
+	env_mode(f, 16, true, mode);
 	cr_assert_eq(smmu_mmap(f->mm, (smmu_addr_t)1 << 32, PS, RW, SMMU_MAP_FIXED | SMMU_MAP_POPULATE, &f->x), 0);
 	watch(f, f->x, 1);
 	f->tasks_before = count_tasks();
 }
 
+static void thread_setup(struct fi *f)
+{
+	thread_setup_mode(f, SMMU_SHOOTDOWN_SIGNAL);
+}
+
+/* The creator is an online CPU of an RCU-mode mm: it goes offline while
+ * it waits for the new thread's registration, and comes back after. */
+static void thread_rcu_setup(struct fi *f)
+{
+	thread_setup_mode(f, SMMU_SHOOTDOWN_RCU);
+}
+
+enum { THREAD_PLAIN, THREAD_EX, THREAD_EX_DETACHED };
+
 static int thread_run(struct fi *f)
 {
-	int err = smmu_thread_create(&f->thread, NULL, f->mm, thread_fn, f);
-	f->thread_live = !err;
+	if (f->variant == THREAD_PLAIN) {
+		int err = smmu_thread_create(&f->thread, NULL, f->mm, thread_fn, f);
+		f->thread_live = !err;
+		return err;
+	}
+	struct smmu_cpu_config cfg = {.tlb_entries = 16, .tlb_max_entries = 64, .asids = 2};
+	pthread_attr_t attr;
+	cr_assert_eq(pthread_attr_init(&attr), 0);
+	if (f->variant == THREAD_EX_DETACHED)
+		cr_assert_eq(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED), 0);
+	int err = smmu_thread_create_ex(&f->thread, &attr, f->mm, &cfg, thread_fn, f);
+	pthread_attr_destroy(&attr);
+	f->thread_live = !err && f->variant != THREAD_EX_DETACHED;
 	return err;
+}
+
+static unsigned nr_cpus_locked(struct smmu_mm *mm)
+{
+	pthread_mutex_lock(&mm->cpus_lock);
+	unsigned n = mm->nr_cpus;
+	pthread_mutex_unlock(&mm->cpus_lock);
+	return n;
+}
+
+/* A detached thread: wait (bounded) until it has run and is gone - not
+ * merely until its CPU left the mm's list, which happens before the
+ * unregistration stops touching the mm (see
+ * mm_destroy_while_a_cpu_is_still_leaving below). */
+static void detached_done(struct fi *f)
+{
+	struct timespec nap = {0, 1000000};
+	for (int i = 0;
+	     atomic_load(&f->thread_ran) == 0 || nr_cpus_locked(f->mm) != 1 || count_tasks() != f->tasks_before; i++) {
+		cr_assert_lt(i, 10000, "the detached thread did not run and leave within 10 s");
+		nanosleep(&nap, NULL);
+	}
+	cr_assert_eq(atomic_load(&f->thread_ran), 1, "fn ran without its CPU, or its store failed (%d)",
+		     atomic_load(&f->thread_ran));
+	cr_assert_eq(smmu_load64(f->cpu, f->x), 0x7777);
 }
 
 static void thread_done(struct fi *f)
 {
+	if (f->variant == THREAD_EX_DETACHED) {
+		detached_done(f);
+		return;
+	}
 	void *ret = NULL;
 	cr_assert_eq(smmu_thread_join(f->thread, &ret), 0);
 	f->thread_live = false;
@@ -820,7 +891,7 @@ static void thread_done(struct fi *f)
 static void thread_failed(struct fi *f)
 {
 	cr_assert_eq(atomic_load(&f->thread_ran), 0, "fn ran after a failed registration");
-	cr_assert_eq(f->mm->nr_cpus, 1, "a CPU of the failed thread is left");
+	cr_assert_eq(nr_cpus_locked(f->mm), 1, "a CPU of the failed thread is left");
 	/* The joined thread's task may linger a moment after the join. */
 	struct timespec nap = {0, 1000000};
 	for (int i = 0; count_tasks() != f->tasks_before; i++) {
@@ -847,6 +918,101 @@ Test(fault_injection, thread_create)
 			     .teardown = thread_teardown,
 			     .strict_live = true,
 			     .failed = thread_failed});
+}
+
+static void thread_ex_setup(struct fi *f)
+{
+	thread_setup(f);
+	f->variant = THREAD_EX;
+}
+
+static void thread_ex_detached_setup(struct fi *f)
+{
+	thread_setup(f);
+	f->variant = THREAD_EX_DETACHED;
+}
+
+Test(fault_injection, thread_create_rcu)
+{
+	walk(&(struct fi_op){.name = "thread create (RCU mode)",
+			     .setup = thread_rcu_setup,
+			     .run = thread_run,
+			     .done = thread_done,
+			     .teardown = thread_teardown,
+			     .strict_live = true,
+			     .failed = thread_failed});
+}
+
+Test(fault_injection, thread_create_ex)
+{
+	walk(&(struct fi_op){.name = "thread create_ex (2 asids)",
+			     .setup = thread_ex_setup,
+			     .run = thread_run,
+			     .done = thread_done,
+			     .teardown = thread_teardown,
+			     .strict_live = true,
+			     .failed = thread_failed});
+}
+
+Test(fault_injection, thread_create_ex_detached)
+{
+	walk(&(struct fi_op){.name = "thread create_ex (detached)",
+			     .setup = thread_ex_detached_setup,
+			     .run = thread_run,
+			     .done = thread_done,
+			     .teardown = thread_teardown,
+			     .strict_live = true,
+			     .failed = thread_failed});
+}
+
+/*
+ * A CPU that is unregistering still counts in its mm until it no longer
+ * touches it (lib/cpu.c, unregister_locked_out): smmu_mm_destroy says
+ * -EBUSY meanwhile.  (It once decremented nr_cpus first, and a destroy
+ * in that window freed the mm - and then the pool - under the leaving
+ * CPU, which still settled its counters into it and detached its frame
+ * cache.)  A detached smmu_thread_create thread makes that easy to hit.
+ *
+ * The test widens the window deterministically: the thread's fn takes a
+ * reference on its own CPU (sd_refs, as an initiator waiting for its
+ * acknowledgement holds one), so that after fn returns its unregistration
+ * stops in cpu_detach.  Destroying the mm then must say -EBUSY.
+ */
+static void *leaving_fn(void *arg)
+{
+	struct fi *f = arg;
+	struct smmu__cpu *c = smmu__cpu_self();
+	atomic_fetch_add(&c->sd_refs, 1);
+	f->host = c;
+	atomic_store(&f->thread_ran, 1);
+	return NULL;
+}
+
+Test(fault_injection, mm_destroy_while_a_cpu_is_still_leaving)
+{
+	long live0 = smmu__alloc_live();
+	struct fi *f = calloc(1, sizeof(*f));
+	env(f, 16, false);
+	cr_assert_eq(smmu_thread_create(&f->thread, NULL, f->mm, leaving_fn, f), 0);
+	struct timespec nap = {0, 1000000};
+	for (int i = 0; !atomic_load(&f->thread_ran); i++) {
+		cr_assert_lt(i, 10000, "the thread did not run");
+		nanosleep(&nap, NULL);
+	}
+	struct smmu__cpu *c = f->host;
+	/* Its unregistration has begun: cpu_detach took it offline first, and
+	 * waits for the reference (c stays allocated until then). */
+	for (int i = 0; atomic_load(&c->online); i++) {
+		cr_assert_lt(i, 10000, "the thread's CPU did not start leaving");
+		nanosleep(&nap, NULL);
+	}
+	int err = smmu_mm_destroy(f->mm);
+	cr_assert_eq(err, -EBUSY, "smmu_mm_destroy returned %d while a CPU of the mm was still unregistering", err);
+	atomic_fetch_sub(&c->sd_refs, 1);
+	cr_assert_eq(smmu_thread_join(f->thread, NULL), 0);
+	env_down(f);
+	free(f);
+	cr_assert_eq(smmu__alloc_live(), live0);
 }
 
 /* ------------------------------------- mmap FIXED|POPULATE over a map */
@@ -965,6 +1131,34 @@ static void pop8_failed(struct fi *f)
 	cr_assert_eq(smmu_try_load64(f->cpu, f->x + 2 * PS, &v), -EFAULT);
 	cr_assert_eq(pop8_run(f), 0);
 	pop8_done(f);
+}
+
+/* The same from a thread that is no CPU: frames come straight from the
+ * shared list (no CPU cache), and go back there on failure. */
+static void pop8_nocpu_setup(struct fi *f)
+{
+	pop8_setup(f);
+	cr_assert_eq(smmu_cpu_unregister(f->cpu), 0);
+	f->cpu = NULL;
+}
+
+static void pop8_nocpu_failed(struct fi *f)
+{
+	cr_assert_eq(pop8_run(f), 0);
+	pop8_done(f);
+}
+
+Test(fault_injection, pool_mmap_populate_no_cpu)
+{
+	long sites = walk(&(struct fi_op){.name = "mmap POPULATE (8 pages, no CPU)",
+					  .setup = pop8_nocpu_setup,
+					  .run = pop8_run,
+					  .done = pop8_done,
+					  .teardown = env_down,
+					  .strict_live = true,
+					  .seam = FI_POOL,
+					  .failed = pop8_nocpu_failed});
+	cr_assert_eq(sites, 8, "one frame a populated page");
 }
 
 Test(fault_injection, pool_mmap_populate)
