@@ -18,6 +18,7 @@ PACKAGES=(
 	libjemalloc-dev # the library's allocator
 	libcriterion-dev
 	gnuplot-nox     # scripts/plots.sh: the README's charts
+	spin            # formal/: model checking of the shootdown protocols
 )
 PACKAGES+=("$@")
 
