@@ -39,7 +39,8 @@ BOUND_SECONDS=20
 
 # set | name | model | expect | model -D settings | pan compile flags
 # Set "quick" runs by default (and under ctest); -f adds "full": larger
-# exhaustive runs (minutes on a busy two-core machine).
+# exhaustive runs (minutes on a busy two-core machine) and the reachability
+# probes (PROBE=N: spin must reach each situation the passes rely on).
 CHECKS=(
 	"quick|sig-2cpu-2init        |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=2 -DNACC=2 -DCYCLE=1|-DCOLLAPSE"
 	"quick|sig-2cpu-collector    |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0|-DCOLLAPSE"
@@ -55,6 +56,16 @@ CHECKS=(
 	"quick|rcu-deferred          |rcu.pml   |pass       |-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
 	"full |rcu-deferred-cyc      |rcu.pml   |pass       |-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=1 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
 	"full |rcu-deferred-bound    |rcu.pml   |pass       |-DDEFERRED=1 -DBOUND=1 -DNCPU=2 -DNINIT=2 -DNACC=1 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |reach-sig-1-defer     |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"
+	"full |reach-sig-2-exit-slow |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=2|-DCOLLAPSE"
+	"full |reach-sig-3-torn-take |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=3|-DCOLLAPSE"
+	"full |reach-sig-4-merged    |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=4|-DCOLLAPSE"
+	"full |reach-sig-5-offline   |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=5|-DCOLLAPSE"
+	"full |reach-sig-6-catch-up  |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=6|-DCOLLAPSE"
+	"full |reach-sig-7-sig-in-hdl|signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=7|-DCOLLAPSE"
+	"full |reach-sig-8-old-ack   |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=8|-DCOLLAPSE"
+	"full |reach-rcu-1-catch-up  |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"
+	"full |reach-rcu-2-reader-qs |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=2|-DCOLLAPSE"
 	"quick|rcu-break5-qs-order   |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DBREAK=5|-DCOLLAPSE"
 	"quick|rcu-break6-online-ord |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DBREAK=6|-DCOLLAPSE"
 	"quick|rcu-deferred-break5   |rcu.pml   |fail:assert|-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=5|-DCOLLAPSE"

@@ -59,6 +59,10 @@
 #ifndef BREAK
 #define BREAK 0
 #endif
+#ifndef PROBE
+#define PROBE 0              /* reachability probes, as in signal.pml */
+#endif
+#define REACHED(n, cond) assert(PROBE != (n) || !(cond))
 
 #define NP NINIT
 #define NONE 255
@@ -94,7 +98,9 @@ inline catch_up()
 			};
 			for (k : 0 .. NP - 1) {
 				if
-				:: cover & BIT(k) -> tlb[me * NP + k] = NONE
+				:: cover & BIT(k) ->
+					REACHED(1, tlb[me * NP + k] != NONE);  /* catch-up drops an entry */
+					tlb[me * NP + k] = NONE
 				:: else -> skip
 				fi
 			};
@@ -110,7 +116,10 @@ inline synchronize()
 {
 	atomic { !gp_lock -> gp_lock = 1; gp = gp + 1 };
 	for (r : 0 .. NCPU - 1) {
-		(ctr[r] == 0 || ctr[r] == gp)
+		atomic {
+			(ctr[r] == 0 || ctr[r] == gp);
+			REACHED(2, r != me && ctr[r] == gp)  /* waited for a reader's QS */
+		}
 	};
 	r = 0;
 	gp_lock = 0
@@ -246,6 +255,7 @@ proctype Cpu(byte me)
 proctype CallRcu()
 {
 	byte batch, k, r;
+	byte me = NCPU;                          /* no reader */
 end_idle:
 	do
 	:: atomic { cbq != 0 -> batch = cbq; cbq = 0 };

@@ -65,6 +65,12 @@
 #ifndef BREAK
 #define BREAK 0
 #endif
+/* PROBE=N turns reachability probe N into a failing assertion: check.sh -f
+ * asks spin to reach each, so that a pass is not a pass by vacuity. */
+#ifndef PROBE
+#define PROBE 0
+#endif
+#define REACHED(n, cond) assert(PROBE != (n) || !(cond))
 
 #define NP NINIT             /* pages, one per initiator; page p -> frame p */
 #define NONE 255             /* empty TLB entry; mb_start's "nothing merged" */
@@ -141,8 +147,12 @@ inline process(h, ret)
 {
 	S(h, seq = req_seq[me]);
 	S(h, s = mb_start[me]; mb_start[me] = NONE);
-	S(h, e = mb_end[me]; mb_end[me] = 0; flush_taken());
-	S(h, ACK_STORE; assert(ack_seq[me] <= req_seq[me]);
+	S(h, e = mb_end[me]; mb_end[me] = 0;
+	     REACHED(3, (s == NONE) != (e == 0));     /* a torn take */
+	     flush_taken());
+	S(h, REACHED(4, seq >= ack_seq[me] + 2);  /* one take acks two requests */
+	     REACHED(8, seq < ack_seq[me]);       /* an older ack after a newer */
+	     ACK_STORE; assert(ack_seq[me] <= req_seq[me]);
 	     if
 	     :: ret -> inh[me] = 0
 	     :: else -> skip
@@ -163,7 +173,7 @@ inline leave()
 		process(0, 0);
 		T(in_access[me] = 0);
 #else
-		T(in_access[me] = 0);
+		T(in_access[me] = 0; REACHED(2, 1));  /* an access ends deferred */
 		process(0, 0);
 #endif
 	:: else -> skip
@@ -241,7 +251,9 @@ inline catch_up()
 		};
 		for (k : 0 .. NP - 1) {
 			if
-			:: cover & BIT(k) -> tlb[me * NP + k] = NONE
+			:: cover & BIT(k) ->
+				REACHED(6, tlb[me * NP + k] != NONE);  /* catch-up drops an entry */
+				tlb[me * NP + k] = NONE
 			:: else -> skip
 			fi
 		};
@@ -286,6 +298,7 @@ inline post(t)
 	T(if
 	  :: !signal_pending[t] ->
 		signal_pending[t] = 1;
+		REACHED(7, inh[t]);              /* sent while a handler runs */
 		ksig[t] = ksig[t] + 1;
 		assert(ksig[t] <= 1)
 	  :: else -> skip
@@ -364,7 +377,10 @@ inline munmap(pg)
 	:: t > 0 ->
 		t--;
 		if
-		:: req[t] != 0 -> TW(ack_seq[t] >= req[t] || !online[t], req[t] = 0)
+		:: req[t] != 0 ->
+			TW(ack_seq[t] >= req[t] || !online[t],
+			   REACHED(5, ack_seq[t] < req[t]);  /* released by offline */
+			   req[t] = 0)
 		:: else -> skip
 		fi
 	:: else -> break
@@ -434,6 +450,7 @@ end_idle:
 		    signal_pending[me] = 0;      /* seq_cst: before the mailbox */
 		    if
 		    :: in_access[me] != 0 ->
+			REACHED(1, 1);                /* a handler defers */
 			in_access[me] = in_access[me] | 2;
 			inh[me] = 0;
 			defer = 1
