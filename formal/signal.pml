@@ -201,35 +201,31 @@ inline access()
 		leave()
 	:: else ->
 		assert(online[me]);                  /* translate(): dies if offline */
-		do
-		:: /* The seq_cst PTE load and, if our bit is not yet in it, the
-		    * compare-and-swap that sets it (with accessed/dirty).  One
-		    * step: a CAS that fails re-reads the PTE, so a failed CAS
-		    * reaches what a later read would. */
-		   T(w = pte[p];
-		     if
-		     :: (w & PRESENT) && !(w & BIT(me)) -> w = w | BIT(me); pte[p] = w
-		     :: else -> skip
-		     fi);
-		   if
-		   :: !(w & PRESENT) ->
+		/* The seq_cst PTE load and, if our bit is not yet in it, the
+		 * compare-and-swap that sets it (with accessed/dirty).  One
+		 * step, and so no retry loop: a CAS that fails walks again, so
+		 * it reaches what a later load would. */
+		T(w = pte[p];
+		  if
+		  :: (w & PRESENT) && !(w & BIT(me)) -> w = w | BIT(me); pte[p] = w
+		  :: else -> skip
+		  fi);
+		if
+		:: !(w & PRESENT) ->
 			/* NEED_FAULT: translate() leaves, fault_slow() finds no
 			 * mapping (-EFAULT: munmap removed it under the mapping
 			 * lock), and the access returns the error.  The
-			 * enter/leave pair around the error return is left
-			 * out: a handler inside it defers to the leave, which
+			 * enter/leave pair around the error return is left out:
+			 * a handler inside it defers to the leave, which
 			 * processes as the handler would have. */
-			leave();
-			break
-		   :: else ->
+			leave()
+		:: else ->
 			w = 0;
 			/* smmu__tlb_fill, then read_span / write_span through
 			 * the host pointer of the walk. */
 			T(tlb[me * NP + p] = p; assert(!freed[p]));
-			leave();
-			break
-		   fi
-		od
+			leave()
+		fi
 	fi;
 	p = 0; f = 0
 }
