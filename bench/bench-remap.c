@@ -219,7 +219,7 @@ static double move_ours(void *arg, int k)
 	else
 		touch_ours(c, from);
 	BENCH_CHECK(smmu_stats_get(c->mm, &s0));
-	tlb = ((struct smmu__cpu *)c->cpu)->tlb.entries;
+	tlb = ((struct smmu__cpu *)c->cpu)->tlb->entries;
 	u0 = thread_cpu_ns();
 	t0 = bench_now_ns();
 	if (rc->n == 1)

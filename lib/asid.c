@@ -56,6 +56,7 @@ int smmu__asids_init(struct smmu__cpu *c, unsigned n)
 	c->nasids = n;
 	c->cur_asid = 0;
 	c->asids[0].mm_serial = c->mm->serial;
+	c->tlb = &c->asids[0].tlb;
 	return 0;
 }
 
@@ -94,20 +95,20 @@ static unsigned pick(const struct smmu__cpu *c, const struct smmu_mm *mm, bool *
 	return victim;
 }
 
-/* Copy the active TLB's state out to its slot, and slot s's in. */
+/* Copy the active TLB's state out to its slot, and slot s's in (the
+ * sizing state stays in the slots, c->tlb points at the active one's). */
 static void swap_active(struct smmu__cpu *c, unsigned s)
 {
 	struct smmu__asid *out = &c->asids[c->cur_asid], *in = &c->asids[s];
 	out->table = c->pub.tlb;
 	out->mask = c->pub.tlb_mask;
-	out->tlb = c->tlb;
 	out->seen_gen = c->seen_gen;
 	out->id = c->id;
 	out->loaded = atomic_load_explicit(&c->loaded, memory_order_relaxed);
 	out->last_used = ++c->switches;
 	c->pub.tlb = in->table;
 	c->pub.tlb_mask = in->mask;
-	c->tlb = in->tlb;
+	c->tlb = &in->tlb; /* sizing and fill log live in the slot: nothing to copy */
 	c->seen_gen = in->seen_gen;
 	c->id = in->id;
 	atomic_store_explicit(&c->loaded, in->loaded, memory_order_relaxed);
@@ -135,12 +136,12 @@ SMMU_API int smmu_cpu_switch_mm(struct smmu_cpu *pub, struct smmu_mm *to)
 	struct smmu__asid *slot = &c->asids[s];
 	bool recycled = fresh && slot->mm_serial != 0;
 	if (s != c->cur_asid && !slot->table) {
-		size_t n = c->tlb.min_entries;
+		size_t n = c->tlb->min_entries;
 		slot->table = smmu__tlb_table_alloc(n);
 		if (!slot->table)
 			return -ENOMEM;
 		slot->mask = (uint64_t)(n - 1) << SMMU_TLB_ENTRY_SHIFT;
-		slot->tlb = (struct smmu__tlb){ .entries = n, .min_entries = n, .max_entries = c->tlb.max_entries };
+		slot->tlb = (struct smmu__tlb){ .entries = n, .min_entries = n, .max_entries = c->tlb->max_entries };
 	}
 
 	/* 2. Leave the old mm. */

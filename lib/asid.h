@@ -14,9 +14,9 @@
  * Invariants (c->asids[i], owner thread only):
  *  - mm_serial names the mm whose translations table holds (0: none yet),
  *    and at most one slot names a given mm;
- *  - the active slot is c->cur_asid: its table, sizing, seen_gen, id and
- *    loaded live in the CPU (pub.tlb, tlb, ...) and its copies here are
- *    stale until it is switched out;
+ *  - the active slot is c->cur_asid: its table, seen_gen, id and loaded
+ *    live in the CPU (pub.tlb, ...) and its copies here are stale until it
+ *    is switched out; its sizing state is its own (c->tlb points at it);
  *  - an inactive slot's seen_gen is a generation of its mm such that every
  *    flush of that mm up to it has been applied to its table; the table
  *    may hold translations that later flushes removed (even to frames that
@@ -49,11 +49,11 @@ struct smmu__asid {
 	struct smmu__tlb tlb;
 };
 
-/* Give c n slots; the active TLB (already set up) becomes slot 0, for
- * c->mm.  0 or -ENOMEM. */
+/* Give c n slots, slot 0 active for c->mm (c->tlb points at its sizing
+ * state; smmu__tlb_init then sets it up).  0 or -ENOMEM. */
 int smmu__asids_init(struct smmu__cpu *c, unsigned n);
 /* Free every inactive slot's table and the slots (the active table is
- * smmu__tlb_fini's). */
+ * smmu__tlb_fini's: call that first). */
 void smmu__asids_fini(struct smmu__cpu *c);
 
 #endif

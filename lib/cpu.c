@@ -86,16 +86,12 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 	struct smmu__cpu *c = smmu__zalloc_aligned(64, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	int err = smmu__tlb_init(c, entries, max_entries);
-	if (err) {
-		smmu__free(c, sizeof(*c));
-		return err;
-	}
 	c->mm = mm;
 	c->owner = pthread_self();
-	err = smmu__asids_init(c, nasids);
+	int err = smmu__asids_init(c, nasids);
+	if (!err && (err = smmu__tlb_init(c, entries, max_entries)))
+		smmu__asids_fini(c);
 	if (err) {
-		smmu__tlb_fini(c);
 		smmu__free(c, sizeof(*c));
 		return err;
 	}
@@ -106,8 +102,8 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 		err = -ENOMEM;
 	}
 	if (err) {
-		smmu__asids_fini(c);
 		smmu__tlb_fini(c);
+		smmu__asids_fini(c);
 		smmu__free(c, sizeof(*c));
 		return err;
 	}
@@ -158,8 +154,8 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	mm->nr_cpus--;
 	pthread_mutex_unlock(&mm->cpus_lock);
 
-	smmu__asids_fini(c);
 	smmu__tlb_fini(c);
+	smmu__asids_fini(c);
 	c->magic = SMMU_DEAD_MAGIC;
 	smmu__free(c, sizeof(*c));
 }

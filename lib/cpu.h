@@ -62,7 +62,7 @@ struct smmu__cpu {
 	bool in_fault_handler; /* Sync: owner.  A mapping's fault handler runs */
 	smmu_trap_fn trap;     /* Sync: owner */
 	void *trap_arg;        /* Sync: owner */
-	struct smmu__tlb tlb;  /* Sync: owner */
+	struct smmu__tlb *tlb; /* Sync: owner.  The active ASID's (asids[cur_asid].tlb) */
 	struct smmu__pcache pcache;
 	struct smmu__counters counters; /* written by owner, summed by anyone */
 	struct smmu__counters counters_base; /* written by owner (relaxed), read by anyone */

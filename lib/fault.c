@@ -55,7 +55,7 @@ static void cs_leave(struct smmu__cpu *c)
 static void count_miss(struct smmu__cpu *c)
 {
 	smmu__tlb_miss(c);
-	if (unlikely(c->tlb.resize_to)) {
+	if (unlikely(c->tlb->resize_to)) {
 		cs_leave(c);
 		smmu__tlb_maybe_resize(c);
 		cs_enter(c);

@@ -16,7 +16,7 @@ static inline struct smmu_tlb_entry *entry_at(struct smmu__cpu *c, size_t idx)
 
 static inline size_t index_of(const struct smmu__cpu *c, smmu_addr_t addr)
 {
-	return (size_t)(addr >> SMMU_TLB_GRANULE_SHIFT) & (c->tlb.entries - 1);
+	return (size_t)(addr >> SMMU_TLB_GRANULE_SHIFT) & (c->tlb->entries - 1);
 }
 
 static inline void invalidate(struct smmu_tlb_entry *e)
@@ -40,13 +40,13 @@ int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries)
 		return -ENOMEM;
 	c->pub.tlb = t;
 	c->pub.tlb_mask = (uint64_t)(entries - 1) << SMMU_TLB_ENTRY_SHIFT;
-	c->tlb = (struct smmu__tlb){ .entries = entries, .min_entries = entries, .max_entries = max_entries };
+	*c->tlb = (struct smmu__tlb){ .entries = entries, .min_entries = entries, .max_entries = max_entries };
 	return 0;
 }
 
 void smmu__tlb_fini(struct smmu__cpu *c)
 {
-	smmu__free(c->pub.tlb, c->tlb.entries * sizeof(struct smmu_tlb_entry));
+	smmu__free(c->pub.tlb, c->tlb->entries * sizeof(struct smmu_tlb_entry));
 	c->pub.tlb = NULL;
 }
 
@@ -54,28 +54,28 @@ void smmu__tlb_fini(struct smmu__cpu *c)
 static void resize(struct smmu__cpu *c, size_t n)
 {
 	struct smmu_tlb_entry *t = smmu__tlb_table_alloc(n), *old = c->pub.tlb;
-	size_t old_n = c->tlb.entries;
+	size_t old_n = c->tlb->entries;
 	if (!t)
 		return; /* keep the old size; try again after more misses */
 	/* Whatever runs between these stores (a flush on this thread) must
 	 * see a count that fits the table in place and an empty fill log. */
-	c->tlb.fill_count = 0;
+	c->tlb->fill_count = 0;
 	atomic_signal_fence(memory_order_seq_cst);
 	if (n < old_n)
-		c->tlb.entries = n;
+		c->tlb->entries = n;
 	atomic_signal_fence(memory_order_seq_cst);
 	c->pub.tlb = t;
 	c->pub.tlb_mask = (uint64_t)(n - 1) << SMMU_TLB_ENTRY_SHIFT;
 	atomic_signal_fence(memory_order_seq_cst);
-	c->tlb.entries = n;
-	c->tlb.misses = 0;
-	c->tlb.fills = 0;
+	c->tlb->entries = n;
+	c->tlb->misses = 0;
+	c->tlb->fills = 0;
 	smmu__free(old, old_n * sizeof(struct smmu_tlb_entry));
 }
 
 void smmu__tlb_miss(struct smmu__cpu *c)
 {
-	struct smmu__tlb *t = &c->tlb;
+	struct smmu__tlb *t = c->tlb;
 	smmu__cpu_count(c, SMMU_STAT_tlb_misses, 1);
 	if (unlikely(t->shrink_wanted)) {
 		t->shrink_wanted = false;
@@ -88,22 +88,22 @@ void smmu__tlb_miss(struct smmu__cpu *c)
 
 void smmu__tlb_maybe_resize(struct smmu__cpu *c)
 {
-	if (likely(!c->tlb.resize_to))
+	if (likely(!c->tlb->resize_to))
 		return;
-	resize(c, c->tlb.resize_to);
-	c->tlb.resize_to = 0;
-	c->tlb.misses = 0; /* a failed allocation tries again after as many misses */
+	resize(c, c->tlb->resize_to);
+	c->tlb->resize_to = 0;
+	c->tlb->misses = 0; /* a failed allocation tries again after as many misses */
 }
 
 void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool writable)
 {
 	size_t idx = index_of(c, granule);
 	struct smmu_tlb_entry *e = entry_at(c, idx);
-	if (c->tlb.fill_count < SMMU_TLB_FILL_LOG)
-		c->tlb.fill_log[c->tlb.fill_count] = (uint32_t)idx;
-	if (c->tlb.fill_count <= SMMU_TLB_FILL_LOG)
-		c->tlb.fill_count++;
-	c->tlb.fills++;
+	if (c->tlb->fill_count < SMMU_TLB_FILL_LOG)
+		c->tlb->fill_log[c->tlb->fill_count] = (uint32_t)idx;
+	if (c->tlb->fill_count <= SMMU_TLB_FILL_LOG)
+		c->tlb->fill_count++;
+	c->tlb->fills++;
 	e->read_tag = granule;
 	e->write_tag = writable ? granule : SMMU_TLB_INVALID;
 	e->addend = (uintptr_t)host - (uintptr_t)granule;
@@ -112,17 +112,17 @@ void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool w
 
 void smmu__tlb_flush_all_local(struct smmu__cpu *c)
 {
-	if (c->tlb.fill_count <= SMMU_TLB_FILL_LOG) {
-		for (uint32_t i = 0; i < c->tlb.fill_count; i++)
-			invalidate(entry_at(c, c->tlb.fill_log[i]));
+	if (c->tlb->fill_count <= SMMU_TLB_FILL_LOG) {
+		for (uint32_t i = 0; i < c->tlb->fill_count; i++)
+			invalidate(entry_at(c, c->tlb->fill_log[i]));
 	} else {
-		memset(c->pub.tlb, 0xff, c->tlb.entries * sizeof(struct smmu_tlb_entry));
+		memset(c->pub.tlb, 0xff, c->tlb->entries * sizeof(struct smmu_tlb_entry));
 	}
-	c->tlb.fill_count = 0;
-	if (c->tlb.fills < c->tlb.entries / 8 && c->tlb.entries > c->tlb.min_entries)
-		c->tlb.shrink_wanted = true;
-	c->tlb.fills = 0;
-	c->tlb.misses = 0;
+	c->tlb->fill_count = 0;
+	if (c->tlb->fills < c->tlb->entries / 8 && c->tlb->entries > c->tlb->min_entries)
+		c->tlb->shrink_wanted = true;
+	c->tlb->fills = 0;
+	c->tlb->misses = 0;
 	smmu__cpu_count(c, SMMU_STAT_flush_full, 1);
 }
 
@@ -134,7 +134,7 @@ void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_ad
 	 * the top of the 64-bit space cannot overflow. */
 	uint64_t first = start >> SMMU_TLB_GRANULE_SHIFT, last = (end - 1) >> SMMU_TLB_GRANULE_SHIFT;
 
-	if (last - first < c->tlb.entries) {
+	if (last - first < c->tlb->entries) {
 		for (uint64_t g = first;; g++) {
 			smmu_addr_t p = g << SMMU_TLB_GRANULE_SHIFT;
 			struct smmu_tlb_entry *e = entry_at(c, index_of(c, p));
@@ -145,7 +145,7 @@ void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_ad
 		}
 	} else {
 		/* Larger than the TLB: visit each entry once instead. */
-		for (size_t i = 0; i < c->tlb.entries; i++) {
+		for (size_t i = 0; i < c->tlb->entries; i++) {
 			struct smmu_tlb_entry *e = entry_at(c, i);
 			uint64_t g = e->read_tag >> SMMU_TLB_GRANULE_SHIFT;
 			if (e->read_tag != SMMU_TLB_INVALID && g >= first && g <= last)

@@ -85,7 +85,7 @@ Test(cpu, register_attaches_cache_unregister_returns_it)
 	cr_assert_eq(e.pool->caches, &c->pcache);
 	cr_assert_eq(e.mm->nr_cpus, 1);
 	cr_assert_eq(e.mm->cpus, c);
-	cr_assert_eq(c->tlb.entries, SMMU_TLB_DEFAULT_ENTRIES);
+	cr_assert_eq(c->tlb->entries, SMMU_TLB_DEFAULT_ENTRIES);
 	cr_assert_eq(smmu_cpu_register(e.mm, &cpu), -EBUSY);
 	cr_assert_eq(smmu_mm_destroy(e.mm), -EBUSY);
 

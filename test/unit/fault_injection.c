@@ -481,7 +481,7 @@ static void grow_setup(struct fi *f)
 	cr_assert_eq(smmu_cpu_register_ex(f->mm, &cfg, &f->cpu), 0);
 	cr_assert_eq(smmu_mmap(f->mm, 0, PS, RW, SMMU_MAP_POPULATE, &f->x), 0);
 	struct smmu__cpu *c = smmu__cpu_of(f->cpu);
-	while (c->tlb.misses + 1 < 2 * c->tlb.entries)
+	while (c->tlb->misses + 1 < 2 * c->tlb->entries)
 		smmu__tlb_miss(c);
 	watch(f, f->x, 1);
 }
@@ -495,7 +495,7 @@ static int grow_run(struct fi *f)
 static void grow_done(struct fi *f)
 {
 	struct smmu__cpu *c = smmu__cpu_of(f->cpu);
-	cr_assert(c->tlb.entries == 16 || c->tlb.entries == 32);
+	cr_assert(c->tlb->entries == 16 || c->tlb->entries == 32);
 	cr_assert_eq(smmu__tlb_entry(f->cpu, f->x)->read_tag, f->x, "filled after the (attempted) resize");
 	smmu_store8(f->cpu, f->x, 1);
 	cr_assert_eq(smmu_load8(f->cpu, f->x), 1);
@@ -606,7 +606,7 @@ static void cpu_ex_done(struct fi *f)
 {
 	struct smmu__cpu *c = smmu__cpu_of(f->cpu2);
 	cr_assert_eq(c->nasids, 4);
-	cr_assert_eq(c->tlb.entries, 16);
+	cr_assert_eq(c->tlb->entries, 16);
 	cpu_done(f);
 }
 

@@ -57,7 +57,7 @@ static void env_init(struct env *e, size_t entries, size_t max_entries)
 	struct smmu_cpu_config cfg = {.tlb_entries = entries, .tlb_max_entries = max_entries};
 	cr_assert_eq(smmu_cpu_register_ex(e->mm, &cfg, &e->cpu), 0);
 	e->c = smmu__cpu_of(e->cpu);
-	cr_assert_eq(e->c->tlb.entries, entries);
+	cr_assert_eq(e->c->tlb->entries, entries);
 }
 
 static void env_fini(struct env *e)
@@ -70,7 +70,7 @@ static void env_fini(struct env *e)
 
 static size_t idx_of(const struct smmu__cpu *c, smmu_addr_t g)
 {
-	return (size_t)(g >> SMMU_TLB_GRANULE_SHIFT) & (c->tlb.entries - 1);
+	return (size_t)(g >> SMMU_TLB_GRANULE_SHIFT) & (c->tlb->entries - 1);
 }
 
 static const struct smmu_tlb_entry *ent(const struct smmu__cpu *c, size_t i)
@@ -99,8 +99,8 @@ static void fill(struct smmu__cpu *c, smmu_addr_t g, bool w)
 static unsigned check_tlb(const struct smmu__cpu *c)
 {
 	unsigned n = 0;
-	cr_assert_eq(c->pub.tlb_mask, (uint64_t)(c->tlb.entries - 1) << SMMU_TLB_ENTRY_SHIFT);
-	for (size_t i = 0; i < c->tlb.entries; i++) {
+	cr_assert_eq(c->pub.tlb_mask, (uint64_t)(c->tlb->entries - 1) << SMMU_TLB_ENTRY_SHIFT);
+	for (size_t i = 0; i < c->tlb->entries; i++) {
 		const struct smmu_tlb_entry *e = ent(c, i);
 		if (!valid(e)) {
 			cr_assert_eq(e->write_tag, SMMU_TLB_INVALID, "entry %zu: write tag without read tag", i);
@@ -138,8 +138,8 @@ Test(tlb, fill_sets_tags_and_addend)
 	cr_assert_eq(x->read_tag, g);
 	cr_assert_eq(x->write_tag, SMMU_TLB_INVALID, "not writable: no write tag");
 	cr_assert_eq(x->addend, (uintptr_t)host_for(g) - g);
-	cr_assert_eq(c->tlb.fill_count, 1);
-	cr_assert_eq(c->tlb.fill_log[0], idx_of(c, g));
+	cr_assert_eq(c->tlb->fill_count, 1);
+	cr_assert_eq(c->tlb->fill_log[0], idx_of(c, g));
 	/* The inline path finds it. */
 	cr_assert_eq((const void *)smmu__tlb_entry(e.cpu, g + 123), (const void *)x);
 	cr_assert_eq(smmu__tag_of(g + 8, 8), x->read_tag);
@@ -211,13 +211,13 @@ static void flush_all_after(unsigned nfills, bool expect_log_path)
 	 * sits at 200. */
 	for (unsigned i = 0; i < nfills; i++)
 		fill(c, (smmu_addr_t)((i * 7) % 128) << SMMU_TLB_GRANULE_SHIFT, i & 1);
-	cr_assert_eq(c->tlb.fill_count, nfills <= SMMU_TLB_FILL_LOG ? nfills : SMMU_TLB_FILL_LOG + 1);
+	cr_assert_eq(c->tlb->fill_count, nfills <= SMMU_TLB_FILL_LOG ? nfills : SMMU_TLB_FILL_LOG + 1);
 	smmu_addr_t pg = (smmu_addr_t)200 << SMMU_TLB_GRANULE_SHIFT;
 	plant(c, 200, pg);
 	struct smmu_stats st0 = stats(e.mm);
 	smmu__tlb_flush_all_local(c);
 	cr_assert_eq(stats(e.mm).flush_full - st0.flush_full, 1);
-	cr_assert_eq(c->tlb.fill_count, 0);
+	cr_assert_eq(c->tlb->fill_count, 0);
 	for (size_t i = 0; i < 128; i++)
 		cr_assert(!valid(ent(c, i)), "%u fills: entry %zu survived the flush", nfills, i);
 	if (expect_log_path)
@@ -226,7 +226,7 @@ static void flush_all_after(unsigned nfills, bool expect_log_path)
 		cr_assert(!valid(ent(c, 200)), "%u fills: the flush should have cleared every entry", nfills);
 	/* Log restarted: the next fills are logged again. */
 	fill(c, 5 << SMMU_TLB_GRANULE_SHIFT, false);
-	cr_assert_eq(c->tlb.fill_count, 1);
+	cr_assert_eq(c->tlb->fill_count, 1);
 	smmu__tlb_flush_all_local(c);
 	cr_assert(!valid(ent(c, 5)));
 	env_fini(&e);
@@ -376,19 +376,19 @@ Test(tlb, grows_after_twice_entries_misses_up_to_max)
 	fill(c, 0x3000, true);
 	for (int i = 0; i < 31; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 16);
+	cr_assert_eq(c->tlb->entries, 16);
 	cr_assert(valid(ent(c, 3)));
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 32, "32 misses on 16 entries: doubled");
+	cr_assert_eq(c->tlb->entries, 32, "32 misses on 16 entries: doubled");
 	cr_assert_eq(check_tlb(c), 0, "a resized TLB starts empty");
-	cr_assert_eq(c->tlb.fill_count, 0);
+	cr_assert_eq(c->tlb->fill_count, 0);
 	cr_assert_eq(smmu__alloc_live(), live, "the old table was freed");
 	for (int i = 0; i < 64; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 64);
+	cr_assert_eq(c->tlb->entries, 64);
 	for (int i = 0; i < 1000; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 64, "never above max");
+	cr_assert_eq(c->tlb->entries, 64, "never above max");
 	/* Fills and flushes work at the new size. */
 	for (int i = 0; i < 64; i++)
 		fill(c, (smmu_addr_t)i << SMMU_TLB_GRANULE_SHIFT, false);
@@ -407,29 +407,29 @@ Test(tlb, shrinks_after_sparse_use_down_to_min)
 	struct smmu__cpu *c = e.c;
 	for (int i = 0; i < 32 + 64; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 64);
+	cr_assert_eq(c->tlb->entries, 64);
 	/* 3 fills < 64 / 8 between two full flushes: halve at the next miss. */
 	for (int i = 0; i < 3; i++)
 		fill(c, (smmu_addr_t)i << SMMU_TLB_GRANULE_SHIFT, false);
 	smmu__tlb_flush_all_local(c);
-	cr_assert_eq(c->tlb.entries, 64, "a flush never resizes");
+	cr_assert_eq(c->tlb->entries, 64, "a flush never resizes");
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 32);
+	cr_assert_eq(c->tlb->entries, 32);
 	smmu__tlb_flush_all_local(c);
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 16);
+	cr_assert_eq(c->tlb->entries, 16);
 	smmu__tlb_flush_all_local(c);
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 16, "never below the configured start");
+	cr_assert_eq(c->tlb->entries, 16, "never below the configured start");
 	/* Dense use keeps the size. */
 	for (int i = 0; i < 32; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 32);
+	cr_assert_eq(c->tlb->entries, 32);
 	for (int i = 0; i < 20; i++)
 		fill(c, (smmu_addr_t)i << SMMU_TLB_GRANULE_SHIFT, false);
 	smmu__tlb_flush_all_local(c);
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 32);
+	cr_assert_eq(c->tlb->entries, 32);
 	check_tlb(c);
 	env_fini(&e);
 }
@@ -448,16 +448,16 @@ Test(tlb, resize_allocation_failure_keeps_old_table)
 	bool fired = smmu__alloc_failure_fired();
 	smmu__alloc_fail_after(-1);
 	cr_assert(fired, "the grow allocated");
-	cr_assert_eq(c->tlb.entries, 16);
+	cr_assert_eq(c->tlb->entries, 16);
 	cr_assert(valid(ent(c, 7)), "a failed grow keeps the old table and its entries");
 	cr_assert_eq(smmu__alloc_live(), live);
 	check_tlb(c);
 	/* It backs off: another 2 x entries misses before it tries again. */
 	for (int i = 0; i < 31; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 16, "a failed grow is not retried on every miss");
+	cr_assert_eq(c->tlb->entries, 16, "a failed grow is not retried on every miss");
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 32, "tried again after as many misses");
+	cr_assert_eq(c->tlb->entries, 32, "tried again after as many misses");
 	cr_assert_eq(smmu__alloc_live(), live);
 	env_fini(&e);
 }
@@ -469,9 +469,9 @@ Test(tlb, fixed_size_never_resizes)
 	struct smmu__cpu *c = e.c;
 	for (int i = 0; i < 1000; i++)
 		miss(c);
-	cr_assert_eq(c->tlb.entries, 32);
+	cr_assert_eq(c->tlb->entries, 32);
 	smmu__tlb_flush_all_local(c);
 	miss(c);
-	cr_assert_eq(c->tlb.entries, 32);
+	cr_assert_eq(c->tlb->entries, 32);
 	env_fini(&e);
 }
