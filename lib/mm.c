@@ -236,23 +236,29 @@ struct populate {
 static int populate_prepare(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, struct populate *p)
 {
 	struct smmu__pcache *pc = caller_cache(mm);
-	p->n = (size_t)((end - start) >> mm->page_shift);
+	uint64_t pages = (end - start) >> mm->page_shift;
 	p->frames = NULL;
+	p->n = 0;
+	/* More pages than the pool has frames can never be populated: say so
+	 * before allocating anything for the range (a huge one would
+	 * otherwise build every table of it first). */
+	if (pages > mm->pool->nframes)
+		return -ENOMEM;
+	p->n = (size_t)pages;
+	if (!(p->frames = smmu__malloc(p->n * sizeof(*p->frames))))
+		return -ENOMEM;
 	int err = 0;
+	size_t got = 0;
+	for (; got < p->n; got++)
+		if ((err = smmu__pool_alloc(mm->pool, pc, true, &p->frames[got])))
+			break;
 	for (smmu_addr_t a = start; a < end && !err; a += mm->page_size) {
 		_Atomic smmu_pte_t *slot;
 		err = smmu__pt_lookup_alloc(mm->root, mm->page_shift, a, &slot);
 	}
-	if (!err && !(p->frames = smmu__malloc(p->n * sizeof(*p->frames))))
-		err = -ENOMEM;
-	for (size_t i = 0; !err && i < p->n; i++) {
-		if (smmu__pool_alloc(mm->pool, pc, true, &p->frames[i])) {
-			while (i--)
-				smmu__pool_free_unused(mm->pool, pc, p->frames[i]);
-			err = -ENOMEM;
-		}
-	}
 	if (err) {
+		while (got--)
+			smmu__pool_free_unused(mm->pool, pc, p->frames[got]);
 		/* Give back the tables made for nothing (after a flush: a
 		 * lock-free walker may be looking at them). */
 		struct smmu__gather g;
@@ -260,6 +266,7 @@ static int populate_prepare(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t e
 		smmu__pt_prune(mm, &g, start, end);
 		smmu__gather_finish(&g);
 		smmu__free(p->frames, p->n * sizeof(*p->frames));
+		err = -ENOMEM;
 	}
 	return err;
 }

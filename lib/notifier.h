@@ -22,6 +22,7 @@
  */
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -66,7 +67,7 @@ void smmu__notify_fini(struct smmu_mm *mm);
 /* Cheap test for the mapping paths. */
 static inline bool smmu__notify_any(const struct smmu__notify *n)
 {
-	return __atomic_load_n(&n->count, __ATOMIC_SEQ_CST) != 0;
+	return atomic_load(&n->count) != 0;
 }
 
 /* Start op over [start, end).  0, or -EAGAIN (not blockable and a
