@@ -4,7 +4,10 @@
 #   ./build.sh bench   release build in build/, then run the headline benches
 #   ./build.sh test    build and test plain (build/), ThreadSanitizer
 #                      (build-tsan/) and AddressSanitizer+UBSan (build-asan/),
-#                      then install build/ to build/stage and build the outside
+#                      then the API fuzzer (build-fuzz/: clang, SMMU_FUZZ=ON,
+#                      only the fuzz targets and the ctest -R fuzz tests: a
+#                      bounded libFuzzer run and the corpus replay), then
+#                      install build/ to build/stage and build the outside
 #                      project (test/outside) against it with CMake and with
 #                      pkg-config.  Ends with "N passed, M failed"; exits
 #                      non-zero if anything failed.
@@ -91,12 +94,14 @@ if [ "$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 0)" -gt 28 ] &&
 fi
 
 # run_ctest DIR [prefix command...]: run the suite, add its counts to the totals.
+# CTEST_ARGS (an array) adds arguments to ctest (a test filter).
+CTEST_ARGS=()
 run_ctest() {
 	local dir=$1
 	shift
 	local log="$ROOT/$dir/ctest.log" line rc=0
 	say "ctest $dir"
-	"$@" ctest --test-dir "$ROOT/$dir" --output-on-failure -j "$JOBS" 2>&1 | tee "$log" || rc=$?
+	"$@" ctest --test-dir "$ROOT/$dir" --output-on-failure -j "$JOBS" "${CTEST_ARGS[@]}" 2>&1 | tee "$log" || rc=$?
 	line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
 	if [[ $line =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
 		local failed=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]}
@@ -136,6 +141,20 @@ PLAIN_OK=1
 suite build "${PLAIN_ARGS[@]}" || PLAIN_OK=0
 suite build-tsan -DSMMU_SANITIZE=thread -- "${TSAN_RUN[@]}" || true
 suite build-asan -DSMMU_SANITIZE=address || true
+
+# The API fuzzer: clang and libFuzzer, its own sanitizers (so SMMU_SANITIZE
+# stays empty); only its targets are built and only its tests run.
+say "configure build-fuzz (clang, SMMU_FUZZ=ON)"
+if CC=clang cmake -S "$ROOT" -B "$ROOT/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSMMU_FUZZ=ON \
+	-DSMMU_SANITIZE= -DSMMU_BUILD_BENCH=OFF -DSMMU_BUILD_EXAMPLES=OFF &&
+	say "build build-fuzz (fuzz targets only)" &&
+	cmake --build "$ROOT/build-fuzz" -j "$JOBS" --target fuzz-api fuzz-api-replay; then
+	CTEST_ARGS=(-R fuzz)
+	run_ctest build-fuzz
+	CTEST_ARGS=()
+else
+	fail "build-fuzz: configure or build failed"
+fi
 
 # Every symbol libsoftmmu.so exports is API (smmu_*); the rest is hidden.
 if [ "$PLAIN_OK" = 1 ]; then
