@@ -3,7 +3,7 @@
 # REGRESSIONS SECONDS SEED.
 file(REMOVE_RECURSE ${SCRATCH})
 file(MAKE_DIRECTORY ${SCRATCH}/corpus ${SCRATCH}/artifacts)
-file(GLOB _seeds ${CORPUS}/* ${REGRESSIONS}/*)
+file(GLOB _seeds LIST_DIRECTORIES false ${CORPUS}/* ${REGRESSIONS}/*) # not regressions/open/
 if(_seeds)
 	file(COPY ${_seeds} DESTINATION ${SCRATCH}/corpus)
 endif()
