@@ -11,7 +11,11 @@
  *     handler id, adjacent equal ranges merged (what smmu_mm_find reports),
  *   - a set of pages that own a frame: page-sized contents, accessed and
  *     dirty flags (what smmu_test_young / smmu_clear_dirty count),
- * and a pool is its number of free frames.  Every call's return code is
+ * and a pool is its number of free frames.  Fault handlers (smmu_mmap_handler)
+ * are the harness's own, of three kinds the model knows (refuse with an
+ * errno; fix: mprotect, translate and fill with a pattern; populate with a
+ * zeroed frame); a full-mm notifier checks its brackets and may refuse
+ * non-blockable changes.  Every call's return code is
  * compared with the model's (a set of acceptable errnos where the header
  * lists several that apply at once and says nothing of their order), every
  * loaded value, trap and fault-handler call with the model's, the free
@@ -20,6 +24,17 @@
  * input) the whole observable state: regions, which pages are accessed,
  * every frame's contents (through smmu_mm_translate) and, at the end,
  * which are dirty.
+ *
+ * Where the headers leave a point open the model takes the reading below;
+ * each is a choice to revisit if the library's answer changes:
+ *  - an access (try_, trapping, atomic, smmu_read / smmu_write) checks its
+ *    pages in address order and stops at the first that fails: the pages
+ *    before it have been demand-faulted and marked accessed (and dirty for
+ *    a write) even though the call fails and copies nothing;
+ *  - smmu_mmap(FIXED | POPULATE) over a mapping needs its frames while the
+ *    old mapping still holds its own ("with FIXED, the old mapping stays");
+ *  - smmu_test_young / smmu_clear_dirty count PROT_NONE pages that keep a
+ *    frame.
  *
  * Single-threaded and deterministic: the one CPU is the calling thread; a
  * fault handler or a trap runs on it.  Traps (the smmu_loadN / storeN /
@@ -1166,7 +1181,7 @@ static void op_cpu_register(int slot, uint8_t cfgb)
 	if (!want)
 		want = OK;
 	struct smmu_cpu *h = (struct smmu_cpu *)(uintptr_t)0x5e5e;
-	int err = smmu_cpu_register_ex(m->live ? m->h : NULL, cfg, &h);
+	int err = cfg ? smmu_cpu_register_ex(m->live ? m->h : NULL, cfg, &h) : smmu_cpu_register(m->live ? m->h : NULL, &h);
 	TRACE("cpu_register mm%d cfg %s -> %d\n", slot, cfg ? "yes" : "default", err);
 	expect_rc("smmu_cpu_register_ex", err, want);
 	if (err) {
@@ -1278,8 +1293,9 @@ static void op_mmap(struct in *in)
 		return;
 	}
 	TRACE("mmap mm%d 0x%llx len 0x%llx prot %d flags 0x%x handler %d ...\n", mi, X(addr), X(len), prot, flags, hid);
-	int err = smmu_mmap_handler(m->live ? m->h : NULL, addr, len, prot, flags, handler_fn(hid), harg,
-				    null_out ? NULL : &out);
+	int err = !hid && !(fb & 0x20) ? smmu_mmap(m->live ? m->h : NULL, addr, len, prot, flags, null_out ? NULL : &out)
+				       : smmu_mmap_handler(m->live ? m->h : NULL, addr, len, prot, flags, handler_fn(hid),
+							   harg, null_out ? NULL : &out);
 	TRACE("mmap mm%d 0x%llx len 0x%llx prot %d flags 0x%x handler %d -> %d at 0x%llx\n", mi, X(addr), X(len), prot,
 	      flags, hid, err, X(out));
 	expect_rc("smmu_mmap", err, want);
