@@ -19,7 +19,7 @@ PACKAGES=(
 	libcriterion-dev
 	gnuplot-nox     # scripts/plots.sh: the README's charts
 	spin            # formal/: model checking of the shootdown protocols
-	clang              # build-fuzz: the libFuzzer harness (test/fuzz)
+	clang           # build-fuzz: the libFuzzer harness (test/fuzz)
 	libclang-rt-14-dev # libFuzzer and the sanitizer runtimes for clang 14
 )
 PACKAGES+=("$@")
