@@ -12,8 +12,9 @@
  *      clean, in the child.  The parent's entries lose write permission:
  *      those a TLB may hold writable (dirty ones) go on an invalidate-only
  *      gather - it frees nothing, so it never has to restart a batch;
- *   3. drop the lock, then flush: when dup returns no parent CPU can write
- *      a shared frame.  A write that landed before the flush is in both
+ *      Subscribers see an SMMU_NOTIFY_PROTECTION change of the whole space;
+ *   3. drop the lock, then flush: when dup returns no parent CPU (and no
+ *      secondary TLB) can write a shared frame.  A write that landed before the flush is in both
  *      address spaces, as if it came before the dup.
  * A COW entry never carries WRITE (mprotect keeps it off); its mapping's
  * protection says whether a write may break the sharing.
@@ -114,14 +115,20 @@ SMMU_API int smmu_mm_dup(struct smmu_mm *parent, struct smmu_mm **out)
 	child->wn_fn = parent->wn_fn;
 	child->wn_arg = parent->wn_arg;
 
-	/* 2. */
+	/* 2.  Subscribers of the parent drop write access too: a mirror
+	 * writing through a cached pointer would write into the child. */
+	struct smmu__notify_op nop;
+	smmu__notify_start(parent, &nop, 0, parent->va_limit, SMMU_NOTIFY_PROTECTION, true); /* cannot fail */
 	struct smmu__gather g;
 	smmu__gather_init(&g, parent, SMMU_GATHER_BOUNDED); /* frees nothing */
+	g.notify = &nop;
+	g.nnotify = 1;
 	x.g = &g;
 	smmu__pt_for_each_leaf(parent, 0, parent->va_limit, share_leaf, &x);
 	/* 3. */
 	pthread_rwlock_unlock(&parent->lock);
 	smmu__gather_finish(&g);
+	smmu__notify_end(&nop);
 	*out = child;
 	return 0;
 }

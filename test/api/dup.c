@@ -192,13 +192,16 @@ Test(dup, remote_parent_cpu_rcu, .init = setup_rcu, .fini = teardown)
 	remote_parent_cpu(SMMU_SHOOTDOWN_RCU);
 }
 
-/* Secondary TLBs that cached the parent's pointer learn of the break. */
-static _Atomic int unmaps;
+/* Secondary TLBs of the parent lose write access at the dup, and learn of
+ * each break. */
+static _Atomic int unmaps, protections;
 static int on_start(void *arg, const struct smmu_notify_range *rg)
 {
 	(void)arg;
 	if (rg->event == SMMU_NOTIFY_UNMAP)
 		atomic_fetch_add(&unmaps, 1);
+	if (rg->event == SMMU_NOTIFY_PROTECTION)
+		atomic_fetch_add(&protections, 1);
 	return 0;
 }
 
@@ -207,11 +210,12 @@ Test(dup, break_notifies_and_translate_breaks, .init = setup, .fini = teardown)
 	smmu_addr_t a;
 	cr_assert_eq(smmu_mmap(mm, H, 2 * PS, RW, SMMU_MAP_FIXED | SMMU_MAP_POPULATE, &a), 0);
 	smmu_store64(cpu, a, 3);
-	struct smmu_mm *child;
-	cr_assert_eq(smmu_mm_dup(mm, &child), 0);
 	static const struct smmu_notifier_ops ops = { .invalidate_range_start = on_start };
 	struct smmu_notifier *n;
 	cr_assert_eq(smmu_notifier_register(mm, &ops, NULL, &n), 0);
+	struct smmu_mm *child;
+	cr_assert_eq(smmu_mm_dup(mm, &child), 0);
+	cr_assert_eq(atomic_load(&protections), 1, "the dup's write protection was not notified");
 	smmu_store64(cpu, a, 4);
 	cr_assert_eq(atomic_load(&unmaps), 1, "a copy on write was not an UNMAP of the old frame");
 	void *p;
