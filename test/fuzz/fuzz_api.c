@@ -111,7 +111,8 @@ struct mreg {
 
 struct mpage {
 	uint64_t addr;
-	unsigned char *data;
+	unsigned char *data; /* shared with the pages of other mms that refs counts */
+	int *refs;           /* copy-on-write: pages (of any mm) sharing data */
 	bool a, d;
 };
 
@@ -348,9 +349,10 @@ static struct mpage *page_add(struct mmm *m, uint64_t addr)
 			abort();
 	}
 	struct mpage *pg = &m->pg[m->npg++];
-	*pg = (struct mpage){.addr = addr, .data = calloc(1, m->ps)};
-	if (!pg->data)
+	*pg = (struct mpage){.addr = addr, .data = calloc(1, m->ps), .refs = malloc(sizeof(int))};
+	if (!pg->data || !pg->refs)
 		abort();
+	*pg->refs = 1;
 	return pg;
 }
 
@@ -358,8 +360,11 @@ static void pages_drop(struct mmm *m, uint64_t s, uint64_t e)
 {
 	for (size_t i = 0; i < m->npg;) {
 		if (m->pg[i].addr >= s && m->pg[i].addr < e) {
-			free(m->pg[i].data);
-			S.pool[m->pool].nfree++;
+			if (--*m->pg[i].refs == 0) { /* the last mm to let go frees the frame */
+				free(m->pg[i].data);
+				free(m->pg[i].refs);
+				S.pool[m->pool].nfree++;
+			}
 			m->pg[i] = m->pg[--m->npg];
 		} else {
 			i++;
@@ -586,6 +591,27 @@ static void want_hcall(uint64_t page, int kind, int error, int hid)
 }
 
 /* The model's smmu_mm_translate fault-in (handlers ignored). */
+/* A write to a page shared copy-on-write: its own copy (a frame from the
+ * pool), or -ENOMEM; a page no longer shared is written in place. */
+static int m_own(struct mmm *m, struct mpage *pg)
+{
+	if (*pg->refs == 1)
+		return 0;
+	if (S.pool[m->pool].nfree == 0)
+		return -ENOMEM;
+	S.pool[m->pool].nfree--;
+	unsigned char *copy = malloc(m->ps);
+	int *refs = malloc(sizeof(int));
+	if (!copy || !refs)
+		abort();
+	memcpy(copy, pg->data, m->ps);
+	--*pg->refs;
+	pg->data = copy;
+	pg->refs = refs;
+	*refs = 1;
+	return 0;
+}
+
 static int m_translate_page(struct mmm *m, uint64_t page, int access, struct mpage **out)
 {
 	const bool write = access & SMMU_PROT_WRITE;
@@ -602,6 +628,11 @@ static int m_translate_page(struct mmm *m, uint64_t page, int access, struct mpa
 	}
 	if (r->prot == NONE || (write && r->prot != RW))
 		return -EACCES;
+	if (write) {
+		int err = m_own(m, pg);
+		if (err)
+			return err;
+	}
 	pg->a = true;
 	if (write)
 		pg->d = true;
@@ -661,6 +692,11 @@ static int m_touch(struct mmm *m, uint64_t page, int kind, struct mpage **out)
 		const struct mreg *r = reg_find(m, page);
 		struct mpage *pg = page_get(m, page);
 		if (pg && r && allows(r->prot, kind)) {
+			if (kind != K_READ) {
+				int err = m_own(m, pg);
+				if (err)
+					return err;
+			}
 			pg->a = true;
 			if (kind != K_READ)
 				pg->d = true;
@@ -1130,6 +1166,41 @@ static void op_mm_destroy(int slot)
 			NT[slot].orphan = true;
 		}
 	}
+	check_pools();
+}
+
+/* Duplicate mm slot into the other slot (if that one is free): the model
+ * copies regions and pages, the pages sharing their data by count. */
+static void op_dup(int slot)
+{
+	S.opname = "mm_dup";
+	struct mmm *p = &S.mm[slot], *c = &S.mm[slot ^ 1];
+	struct smmu_mm *h = (struct smmu_mm *)(uintptr_t)0x5e5e;
+	if (!p->live) {
+		expect_rc("smmu_mm_dup(NULL)", smmu_mm_dup(NULL, &h), EM(EINVAL));
+		CHECK(h == (struct smmu_mm *)(uintptr_t)0x5e5e, "mm_dup wrote *child on error");
+		return;
+	}
+	if (c->live)
+		return;
+	int err = smmu_mm_dup(p->h, &h);
+	TRACE("mm_dup %d -> %d: %d\n", slot, slot ^ 1, err);
+	expect_rc("smmu_mm_dup", err, OK);
+	*c = (struct mmm){.live = true, .h = h, .pool = p->pool, .mode = p->mode, .ps = p->ps, .shift = p->shift,
+			  .va_limit = p->va_limit, .min_addr = p->min_addr};
+	for (size_t i = 0; i < p->nr; i++)
+		reg_push(c, p->r[i]);
+	for (size_t i = 0; i < p->npg; i++) {
+		if (c->npg == c->cappg) {
+			c->cappg = c->cappg ? 2 * c->cappg : 16;
+			c->pg = realloc(c->pg, c->cappg * sizeof(*c->pg));
+			if (!c->pg)
+				abort();
+		}
+		c->pg[c->npg++] = (struct mpage){.addr = p->pg[i].addr, .data = p->pg[i].data, .refs = p->pg[i].refs};
+		++*p->pg[i].refs;
+	}
+	check_regions(slot ^ 1);
 	check_pools();
 }
 
@@ -1980,11 +2051,23 @@ static void op_notifier(struct in *in)
 	}
 }
 
-/* Switch the thread's CPU to the other mm: unregister, register there. */
+/* Switch the thread's CPU to the other mm: smmu_cpu_switch_mm (its TLBs,
+ * with ASIDs, must never let an access see the other mm), or unregister
+ * and register there. */
 static void op_switch(struct in *in)
 {
 	uint8_t b = u8(in);
 	int to = S.cpu.mm >= 0 ? 1 - S.cpu.mm : b & 1;
+	if ((b & 0x80) && S.cpu.mm >= 0 && S.mm[to].live) {
+		S.opname = "cpu_switch_mm";
+		int err = smmu_cpu_switch_mm(S.cpu.h, S.mm[to].h);
+		TRACE("switch_mm %d -> %d: %d\n", S.cpu.mm, to, err);
+		expect_rc("smmu_cpu_switch_mm", err, S.mm[to].mode == S.mm[S.cpu.mm].mode ? OK : EM(EINVAL));
+		if (!err)
+			S.cpu.mm = to;
+		CHECK(smmu_cpu_mm(S.cpu.h) == S.mm[S.cpu.mm].h, "smmu_cpu_mm after a switch");
+		return;
+	}
 	if (S.cpu.mm >= 0)
 		op_cpu_unregister();
 	if (S.mm[to].live)
@@ -2005,6 +2088,8 @@ static void run_op(struct in *in)
 	case 1:
 		if (op & 0x80)
 			op_mm_create((op >> 5) & 1, u8(in));
+		else if (op & 0x40)
+			op_dup((op >> 5) & 1);
 		else
 			op_mm_destroy((op >> 5) & 1);
 		break;
