@@ -10,8 +10,14 @@
  *   - a sorted list of mapped ranges [s, e) with a protection and a fault
  *     handler id, adjacent equal ranges merged (what smmu_mm_find reports),
  *   - a set of pages that own a frame: page-sized contents, accessed and
- *     dirty flags (what smmu_test_young / smmu_clear_dirty count),
- * and a pool is its number of free frames.  Fault handlers (smmu_mmap_handler)
+ *     dirty flags (what smmu_test_young / smmu_clear_dirty count); after
+ *     smmu_mm_dup the two mms' pages share their contents by count, and a
+ *     write gives a page its own copy (a frame from the pool) unless
+ *     nothing else shares it any more,
+ * and a pool is its number of free frames.  The CPU moves between the mms
+ * by smmu_cpu_switch_mm (its TLBs keep both address spaces: no access may
+ * ever see the other's) or by unregistering and registering.  Fault
+ * handlers (smmu_mmap_handler)
  * are the harness's own, of three kinds the model knows (refuse with an
  * errno; fix: mprotect, translate and fill with a pattern; populate with a
  * zeroed frame); a full-mm notifier checks its brackets and may refuse
