@@ -7,10 +7,8 @@
  * allocation (smmu__pool_fail_after) of mmap POPULATE, demand-zero loads
  * and stores, trapping stores and bulk writes.  The fixture and the walk
  * are in fault_injection.h (its comment says what each iteration checks);
- * mremap, notifiers, smmu_mm_translate and the shootdown-signal stalls are
- * in fault_injection_more.c.
- *
- * Not walked: smmu_mm_dup (issue 7 lists "dup"; it does not exist yet).
+ * mremap, notifiers, smmu_mm_translate, smmu_mm_dup and the
+ * shootdown-signal stalls are in fault_injection_more.c.
  */
 #define _GNU_SOURCE
 #include "fault_injection.h"

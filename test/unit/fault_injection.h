@@ -2,7 +2,8 @@
 /*
  * Fault injection: the fixture and the walk shared by fault_injection.c
  * (allocation seam: create, map, unmap, protect, CPUs, notifiers, threads)
- * and fault_injection_more.c (mremap, the frame pool, shootdown signals).
+ * and fault_injection_more.c (mremap, dup, the frame pool, shootdown
+ * signals).
  *
  * For n = 0, 1, 2, ...: build fresh state, snapshot it (regions, page-table
  * entries and page contents of the watched ranges, free frames), make the

@@ -16,7 +16,9 @@
  *    run, the nth signal's handler sleeping a few ms before it acts; each
  *    call still returns 0 only after the stalled CPU acknowledged, and the
  *    remote CPU never completes an access through the old translation once
- *    the call has returned.
+ *    the call has returned;
+ *  - every allocation site of smmu_mm_dup: failure leaves the parent's
+ *    entries writable and unshared, and no child.
  */
 #define _GNU_SOURCE
 #include "fault_injection.h"
@@ -1002,4 +1004,68 @@ Test(fault_injection, signal_stall_mremap)
 {
 	stall_walk(&(struct stall_case){"mremap, mremap_batch", 3, remap_case_setup, remap_case_op, remap_case_after,
 					remap_case_before});
+}
+
+/* ------------------------------------------------------------ mm_dup */
+
+/* Written pages on two table paths and several regions: dup allocates the
+ * child's mm, regions and tables before it touches the parent, so any
+ * failure leaves the parent exactly as it was (writable, not shared). */
+static void dup_setup(struct fi *f)
+{
+	env(f, 64, true);
+	f->x = (smmu_addr_t)1 << 32;
+	mapped_and_written(f, f->x, 6, RW);
+	cr_assert_eq(smmu_mprotect(f->mm, f->x + 4 * PS, PS, SMMU_PROT_READ), 0);
+	f->y = (smmu_addr_t)1 << 40;
+	mapped_and_written(f, f->y, 2, RW);
+	watch(f, f->x, 6);
+	watch(f, f->y, 2);
+}
+
+static int dup_run(struct fi *f)
+{
+	struct smmu_mm *sentinel = (struct smmu_mm *)(uintptr_t)0x1;
+	f->mm2 = sentinel;
+	int err = smmu_mm_dup(f->mm, &f->mm2);
+	if (err) {
+		cr_assert_eq(f->mm2, sentinel, "*child written on error");
+		f->mm2 = NULL;
+	}
+	return err;
+}
+
+/* The child reads the parent's data; a write on either side stays there. */
+static void dup_done(struct fi *f)
+{
+	size_t free0 = smmu_pool_free_frames(f->pool);
+	smmu_store64(f->cpu, f->x + pattern_offset(0), 1); /* copies */
+	cr_assert_eq(smmu_pool_free_frames(f->pool), free0 - 1);
+	cr_assert_eq(smmu_cpu_switch_mm(f->cpu, f->mm2), 0);
+	for (size_t i = 0; i < 6; i++)
+		cr_assert_eq(smmu_load64(f->cpu, f->x + i * PS + pattern_offset(i)), pattern_value(f->x, i),
+			     "child page %zu", i);
+	cr_assert_eq(smmu_load64(f->cpu, f->y + PS + pattern_offset(1)), pattern_value(f->y, 1));
+	cr_assert_eq(smmu_try_store64(f->cpu, f->x + 4 * PS, 1), -EACCES, "a read-only page became writable in the child");
+	cr_assert_eq(smmu_cpu_switch_mm(f->cpu, f->mm), 0);
+}
+
+/* The parent still works, writable in place, and a retry succeeds. */
+static void dup_failed(struct fi *f)
+{
+	size_t free0 = smmu_pool_free_frames(f->pool);
+	smmu_store64(f->cpu, f->x + pattern_offset(0), 1);
+	cr_assert_eq(smmu_pool_free_frames(f->pool), free0, "a failed dup left a page shared");
+	cr_assert_eq(dup_run(f), 0);
+}
+
+Test(fault_injection, mm_dup)
+{
+	walk(&(struct fi_op){.name = "mm_dup",
+			     .setup = dup_setup,
+			     .run = dup_run,
+			     .done = dup_done,
+			     .teardown = env_down,
+			     .strict_live = true,
+			     .failed = dup_failed});
 }
