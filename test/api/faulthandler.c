@@ -17,33 +17,9 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define H ((smmu_addr_t)0x40000000)
+#include "common.h"
+
 #define WAIT_S 10
-
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
-
-static void env_init(struct env *e, enum smmu_shootdown_mode mode)
-{
-	struct smmu_pool_config pc = { .size = 256 * PS, .flags = SMMU_POOL_POISON };
-	cr_assert_eq(smmu_pool_create(&pc, &e->pool), 0);
-	struct smmu_mm_config mc = { .mode = mode };
-	cr_assert_eq(smmu_mm_create_ex(e->pool, &mc, &e->mm), 0);
-	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
-}
-
-static void env_fini(struct env *e)
-{
-	cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
-}
 
 /* What a handler saw, and what it does. */
 struct rec {
@@ -103,7 +79,7 @@ static uint64_t handled(struct env *e)
 Test(faulthandler, not_present_installs_and_retries)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	struct rec r = { .mm = e.mm, .stamp = 0xfeedf00d };
 	smmu_addr_t a = map_h(&e, H, 4 * PS, RW, 0, &r);
 	uint64_t v = 1;
@@ -132,7 +108,7 @@ Test(faulthandler, not_present_installs_and_retries)
 Test(faulthandler, protection_fault_upgrades)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	struct rec r = { .mm = e.mm, .upgrade = 1 };
 	smmu_addr_t a = map_h(&e, H, 2 * PS, R, SMMU_MAP_POPULATE, &r);
 	cr_assert_eq(smmu_load64(e.cpu, a), 0, "a populated read-only page faulted on a read");
@@ -153,7 +129,7 @@ Test(faulthandler, protection_fault_upgrades)
 Test(faulthandler, error_fails_the_access)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	struct rec r = { .mm = e.mm, .ret = -EIO };
 	smmu_addr_t a = map_h(&e, H, PS, RW, 0, &r);
 	uint64_t v = 7;
@@ -172,7 +148,7 @@ Test(faulthandler, error_fails_the_access)
 Test(faulthandler, handler_may_come_online_and_access)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_RCU);
+	env_init(&e, 256, SMMU_SHOOTDOWN_RCU, SMMU_POOL_POISON);
 	smmu_addr_t b;
 	cr_assert_eq(smmu_mmap(e.mm, H + 64 * PS, PS, RW, SMMU_MAP_FIXED, &b), 0);
 	struct rec r = { .mm = e.mm, .stamp = 11, .other = b };
@@ -188,7 +164,7 @@ Test(faulthandler, handler_may_come_online_and_access)
 Test(faulthandler, follows_its_pages_and_keeps_mappings_apart)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	struct rec r1 = { .mm = e.mm, .stamp = 1 }, r2 = { .mm = e.mm, .stamp = 2 };
 	smmu_addr_t a = map_h(&e, H, 4 * PS, RW, 0, &r1);
 	map_h(&e, H + 4 * PS, 2 * PS, RW, 0, &r2);
@@ -290,7 +266,7 @@ static void *collector_main(void *arg)
 static void blocks_on_collector(enum smmu_shootdown_mode mode)
 {
 	struct env e;
-	env_init(&e, mode);
+	env_init(&e, 256, mode, SMMU_POOL_POISON);
 	struct collector k = { .e = &e };
 	pthread_mutex_init(&k.lock, NULL);
 	pthread_cond_init(&k.cond, NULL);

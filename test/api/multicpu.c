@@ -20,27 +20,9 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define NONE SMMU_PROT_NONE
-#define H ((smmu_addr_t)0x40000000)
+#include "common.h"
+
 #define NT 4
-
-struct tfail {
-	int failed;
-	char why[200];
-};
-
-#define TCHECK(tf, cond, ...)                                                                              \
-	do {                                                                                               \
-		if (!(cond) && !(tf)->failed) {                                                            \
-			(tf)->failed = 1;                                                                  \
-			int n_ = snprintf((tf)->why, sizeof((tf)->why), "line %d: %s: ", __LINE__, #cond); \
-			if (n_ > 0 && (size_t)n_ < sizeof((tf)->why))                                      \
-				snprintf((tf)->why + n_, sizeof((tf)->why) - n_, __VA_ARGS__);             \
-		}                                                                                          \
-	} while (0)
 
 struct shared {
 	struct smmu_pool *pool;

@@ -23,34 +23,7 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define NONE SMMU_PROT_NONE
-#define H ((smmu_addr_t)0x40000000)
-
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
-
-static void env_init(struct env *e, size_t frames)
-{
-	struct smmu_pool_config cfg = {.size = frames * PS};
-	cr_assert_eq(smmu_pool_create(&cfg, &e->pool), 0);
-	cr_assert_eq(smmu_mm_create(e->pool, &e->mm), 0);
-	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
-}
-
-static void env_fini(struct env *e)
-{
-	if (e->cpu)
-		cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
-}
+#include "common.h"
 
 static smmu_addr_t map(struct env *e, smmu_addr_t addr, size_t len, int prot, int flags)
 {
@@ -67,28 +40,12 @@ static int all_bytes(const unsigned char *p, size_t n, unsigned char b)
 	return 1;
 }
 
-/* Failures seen on a worker thread, asserted by the main thread. */
-struct tfail {
-	int failed;
-	char why[200];
-};
-
-#define TCHECK(tf, cond, ...)                                                                              \
-	do {                                                                                               \
-		if (!(cond) && !(tf)->failed) {                                                            \
-			(tf)->failed = 1;                                                                  \
-			int n_ = snprintf((tf)->why, sizeof((tf)->why), "line %d: %s: ", __LINE__, #cond); \
-			if (n_ > 0 && (size_t)n_ < sizeof((tf)->why))                                      \
-				snprintf((tf)->why + n_, sizeof((tf)->why) - n_, __VA_ARGS__);             \
-		}                                                                                          \
-	} while (0)
-
 /* ------------------------------------------------------------ property 1 */
 
 Test(props, p1_own_cpu_never_uses_old_translation)
 {
 	struct env e;
-	env_init(&e, 16);
+	env_init(&e, 16, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 4 * PS, RW, SMMU_MAP_FIXED);
 	for (int i = 0; i < 4; i++)
 		smmu_store64(e.cpu, a + i * PS, 10 + i); /* TLB holds write entries */
@@ -517,7 +474,7 @@ static void check_protection_paths(struct env *e, smmu_addr_t a, int prot)
 static void p4_case(int prot, int touched_before)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	cr_assert_eq(smmu_cpu_set_trap_handler(e.cpu, p4_handler, NULL), 0);
 	smmu_addr_t a = map(&e, H, 3 * PS, RW, SMMU_MAP_FIXED) + PS;
 	unsigned char fill[3 * PS];
@@ -573,7 +530,7 @@ Test(props, p4_none_fresh)
 Test(props, p4_readonly_mapping_never_writable)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	cr_assert_eq(smmu_cpu_set_trap_handler(e.cpu, p4_handler, NULL), 0);
 	smmu_addr_t a = map(&e, H, PS, R, SMMU_MAP_FIXED);
 	smmu_addr_t p = map(&e, H + PS, PS, R, SMMU_MAP_FIXED | SMMU_MAP_POPULATE);
@@ -596,7 +553,7 @@ Test(props, p4_readonly_mapping_never_writable)
 Test(props, p6_exhaustion_demand_zero)
 {
 	struct env e;
-	env_init(&e, 16);
+	env_init(&e, 16, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 20 * PS, RW, SMMU_MAP_FIXED);
 	for (int i = 0; i < 20; i++) {
 		int err = smmu_try_store64(e.cpu, a + i * PS, 1000 + i);
@@ -633,7 +590,7 @@ Test(props, p6_exhaustion_demand_zero)
 Test(props, p6_exhaustion_populate)
 {
 	struct env e;
-	env_init(&e, 16);
+	env_init(&e, 16, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t out = 1;
 	for (int k = 0; k < 3; k++) {
 		cr_assert_eq(smmu_mmap(e.mm, 0, 17 * PS, RW, SMMU_MAP_POPULATE, &out), -ENOMEM);
@@ -690,7 +647,7 @@ static void *steal_thread(void *arg)
 Test(props, p6_exhaustion_is_exact_across_cpu_caches)
 {
 	struct env e;
-	env_init(&e, 16);
+	env_init(&e, 16, SMMU_SHOOTDOWN_SIGNAL, 0);
 	map(&e, H, 17 * PS, RW, SMMU_MAP_FIXED);
 	struct steal_ctx c = {.mm = e.mm};
 	pthread_barrier_init(&c.bar, NULL, 2);

@@ -16,33 +16,7 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define H ((smmu_addr_t)0x40000000)
-
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
-
-static void env_init(struct env *e, enum smmu_shootdown_mode mode)
-{
-	struct smmu_pool_config pc = { .size = 512 * PS, .flags = SMMU_POOL_POISON };
-	cr_assert_eq(smmu_pool_create(&pc, &e->pool), 0);
-	struct smmu_mm_config mc = { .mode = mode };
-	cr_assert_eq(smmu_mm_create_ex(e->pool, &mc, &e->mm), 0);
-	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
-}
-
-static void env_fini(struct env *e)
-{
-	cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
-}
+#include "common.h"
 
 static smmu_addr_t map(struct env *e, smmu_addr_t at, size_t len, int prot)
 {
@@ -73,7 +47,7 @@ static struct smmu_stats stats(struct env *e)
 Test(remap, moves_frames_not_copies)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, H, 8 * PS, RW);
 	stamp(&e, a, 6, 100); /* pages 6, 7 stay not present */
 	size_t free_before = smmu_pool_free_frames(e.pool);
@@ -107,7 +81,7 @@ static int fh(struct smmu_cpu *cpu, const struct smmu_fault *f, void *arg)
 Test(remap, keeps_protection_and_handler)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, H, 4 * PS, RW);
 	stamp(&e, a, 4, 7);
 	cr_assert_eq(smmu_mprotect(e.mm, a + PS, PS, R), 0);
@@ -168,7 +142,7 @@ static void *remote_main(void *arg)
 static void remote_cpu_loses_source(enum smmu_shootdown_mode mode, smmu_addr_t src, smmu_addr_t dst, size_t len)
 {
 	struct env e;
-	env_init(&e, mode);
+	env_init(&e, 512, mode, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, src, len, RW);
 	smmu_store64(e.cpu, a + 8, 42);
 	struct remote r = { .mm = e.mm, .src = a, .dst = dst };
@@ -260,7 +234,7 @@ static void move_and_check(struct env *e, smmu_addr_t from, size_t len, smmu_add
 Test(remap, aligned_moves_take_tables_along)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	const size_t two_mb[] = { 0, 100, 511, 512, 1023 };
 	move_and_check(&e, H + 2 * MB2, 2 * MB2, H + 16 * MB2, two_mb, 5, 0);
 	move_and_check(&e, H + 2 * MB2, 2 * MB2, H + 16 * MB2 + PS, two_mb, 5, 2);
@@ -275,7 +249,7 @@ Test(remap, aligned_moves_take_tables_along)
 Test(remap, batch_source_and_later_destination_share_a_table)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, H, PS, RW), b = map(&e, H + 2 * MB2, PS, RW);
 	smmu_store64(e.cpu, a + 8, 1);
 	smmu_store64(e.cpu, b + 8, 2);
@@ -291,7 +265,7 @@ Test(remap, batch_source_and_later_destination_share_a_table)
 Test(remap, batch_one_gather_one_shootdown)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	struct smmu_remap m[3];
 	for (int i = 0; i < 3; i++) {
 		smmu_addr_t a = map(&e, H + (smmu_addr_t)i * 16 * PS, 4 * PS, RW);
@@ -316,7 +290,7 @@ Test(remap, batch_one_gather_one_shootdown)
 Test(remap, all_or_nothing)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, H, 4 * PS, RW), b = map(&e, H + 16 * PS, 4 * PS, RW);
 	map(&e, H + 64 * PS, PS, RW); /* an obstacle */
 	stamp(&e, a, 4, 1);
@@ -393,7 +367,7 @@ static void n_end(void *arg, const struct smmu_notify_range *r)
 Test(remap, notifiers_see_remap)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, H, 2 * PS, RW), b = map(&e, H + 8 * PS, PS, RW);
 	stamp(&e, a, 2, 5);
 	static const struct smmu_notifier_ops ops = {
@@ -477,7 +451,7 @@ static void *hammer_reader(void *arg)
 static void hammer(enum smmu_shootdown_mode mode)
 {
 	struct env e;
-	env_init(&e, mode);
+	env_init(&e, 512, mode, SMMU_POOL_POISON);
 	struct hammer h = { .mm = e.mm, .a = H, .b = H + 64 * PS, .mode = mode };
 	map(&e, h.a, PS, RW);
 	smmu_store64(e.cpu, h.a + 8, MAGIC);

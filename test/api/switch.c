@@ -48,28 +48,9 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define NONE SMMU_PROT_NONE
-#define H ((smmu_addr_t)0x40000000)
+#include "common.h"
+
 #define POISON64 (0x0101010101010101ull * SMMU_POISON_BYTE)
-
-/* Failures seen on a worker thread, asserted by the main thread. */
-struct tfail {
-	int failed;
-	char why[240];
-};
-
-#define TCHECK(tf, cond, ...)                                                                              \
-	do {                                                                                               \
-		if (!(cond) && !(tf)->failed) {                                                            \
-			(tf)->failed = 1;                                                                  \
-			int n_ = snprintf((tf)->why, sizeof((tf)->why), "line %d: %s: ", __LINE__, #cond); \
-			if (n_ > 0 && (size_t)n_ < sizeof((tf)->why))                                      \
-				snprintf((tf)->why + n_, sizeof((tf)->why) - n_, __VA_ARGS__);             \
-		}                                                                                          \
-	} while (0)
 
 static _Alignas(4096) unsigned char fake_zero[8192];
 static _Alignas(4096) unsigned char fake_junk[8192];

@@ -32,24 +32,7 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define H ((smmu_addr_t)0x40000000)
-
-struct tfail {
-	int failed;
-	char why[240];
-};
-
-#define TCHECK(tf, cond, ...)                                                                              \
-	do {                                                                                               \
-		if (!(cond) && !(tf)->failed) {                                                            \
-			(tf)->failed = 1;                                                                  \
-			int n_ = snprintf((tf)->why, sizeof((tf)->why), "line %d: %s: ", __LINE__, #cond); \
-			if (n_ > 0 && (size_t)n_ < sizeof((tf)->why))                                      \
-				snprintf((tf)->why + n_, sizeof((tf)->why) - n_, __VA_ARGS__);             \
-		}                                                                                          \
-	} while (0)
+#include "common.h"
 
 static _Alignas(4096) unsigned char fake_zero[8192];
 

@@ -16,32 +16,7 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define H ((smmu_addr_t)0x40000000)
-
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
-
-static void env_init(struct env *e, enum smmu_shootdown_mode mode)
-{
-	struct smmu_pool_config pc = { .size = 256 * PS, .flags = SMMU_POOL_POISON };
-	cr_assert_eq(smmu_pool_create(&pc, &e->pool), 0);
-	struct smmu_mm_config mc = { .mode = mode };
-	cr_assert_eq(smmu_mm_create_ex(e->pool, &mc, &e->mm), 0);
-	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
-}
-
-static void env_fini(struct env *e)
-{
-	cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
-}
+#include "common.h"
 
 /* What the handler saw.  Sync: atomics (a remote CPU's thread calls it). */
 static struct smmu_mm *seen_mm;
@@ -85,7 +60,7 @@ static smmu_addr_t map(struct env *e, smmu_addr_t at, size_t len, int prot)
 Test(writenotify, first_write_notified_before_it_lands)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	seen_mm = e.mm;
 	reset();
 	smmu_addr_t a = map(&e, H, 4 * PS, RW);
@@ -145,7 +120,7 @@ Test(writenotify, first_write_notified_before_it_lands)
 Test(writenotify, failing_handler_fails_the_write_and_keeps_the_page_armed)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	seen_mm = e.mm;
 	reset();
 	smmu_addr_t a = map(&e, H, PS, RW);
@@ -173,7 +148,7 @@ Test(writenotify, failing_handler_fails_the_write_and_keeps_the_page_armed)
 Test(writenotify, arming_follows_mprotect_and_mremap_and_translate_notifies)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	seen_mm = e.mm;
 	reset();
 	smmu_addr_t a = map(&e, H, 2 * PS, RW);
@@ -236,7 +211,7 @@ static void *remote_main(void *arg)
 static void remote_notified(enum smmu_shootdown_mode mode)
 {
 	struct env e;
-	env_init(&e, mode);
+	env_init(&e, 256, mode, SMMU_POOL_POISON);
 	seen_mm = e.mm;
 	reset();
 	smmu_addr_t a = map(&e, H, PS, RW);
@@ -278,7 +253,7 @@ Test(writenotify, remote_cpu_rcu)
 Test(writenotify, bad_input)
 {
 	struct env e;
-	env_init(&e, SMMU_SHOOTDOWN_SIGNAL);
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
 	smmu_addr_t a = map(&e, H, PS, RW);
 	size_t n = 42;
 	cr_assert_eq(smmu_mm_set_write_notify(NULL, handler, NULL), -EINVAL);
