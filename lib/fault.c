@@ -245,25 +245,18 @@ static int translate(struct smmu__cpu *c, smmu_addr_t addr, size_t size, enum sm
 			 (unsigned long long)addr);
 	for (;;) {
 		int walk = walk_fill(c, addr, kind, host);
-		if (walk == NEED_COW) {
+		if (walk == NEED_COW || walk == NEED_NOTIFY) {
+			/* Both take locks and may block: outside the section. */
 			cs_leave(c);
 			*left = true;
-			int r = smmu__cow_break(c->mm, addr, &c->pcache);
+			int r = walk == NEED_COW ? smmu__cow_break(c->mm, addr, &c->pcache)
+						 : smmu__write_notify(c->mm, c, addr, size, kind);
 			cs_enter(c);
 			if (r == 0)
-				continue;
-			if (r != -EACCES)
+				continue; /* walk again */
+			if (walk == NEED_NOTIFY || r != -EACCES)
 				return r;
-			walk = -EACCES; /* a read-only mapping: as any protection fault */
-		}
-		if (walk == NEED_NOTIFY) {
-			cs_leave(c);
-			*left = true;
-			int r = smmu__write_notify(c->mm, c, addr, size, kind);
-			cs_enter(c);
-			if (r)
-				return r;
-			continue;
+			walk = -EACCES; /* a COW page in a read-only mapping: as any protection fault */
 		}
 		if (walk != NEED_FAULT &&
 		    (walk != -EACCES || !atomic_load_explicit(&c->mm->has_handlers, memory_order_relaxed)))

@@ -55,10 +55,10 @@
  * set: a CPU sets `loaded` before its first page-table walk, so an
  * initiator that cleared a PTE the CPU read before the clear finds it.
  *
- * Lock order: mm->cpus_lock is held only while numbering and posting (steps 1-2), not while
- * waiting - unless memory for the list of targets ran out, when it waits
- * for each batch with the lock held (slower, still safe: a target blocked
- * on the lock answers its signal).  A CPU leaving waits for sd_refs to
+ * Lock order: mm->cpus_lock is held only while numbering and posting
+ * (steps 1-2), not while waiting - unless memory for the list of targets
+ * ran out, when it waits for each batch with the lock held (slower, still
+ * safe: a target blocked on the lock answers its signal).  A CPU leaving waits for sd_refs to
  * drain, still answering signals, before its state is freed.
  */
 #define _GNU_SOURCE
