@@ -61,15 +61,25 @@
  * also order accesses made after a later quiescent state, so TSan misses
  * some use-after-free races here - the poisoned-frame checks of the tests
  * catch those.
+ *
+ * call_rcu hands its rcu_head (and so our whole deferred batch) to the
+ * worker thread through liburcu's lock-free queue, which TSan cannot see
+ * either: the batch is released before call_rcu and acquired by the
+ * callback.  (An initiator that is a CPU also releases gp_clock at its
+ * quiescent states; one that is not - a collector thread - has only this.)
  */
 #if SMMU_TSAN
 #include <sanitizer/tsan_interface.h>
 static char gp_clock;
 #define TSAN_QUIESCENT() __tsan_release(&gp_clock)
 #define TSAN_AFTER_GP() __tsan_acquire(&gp_clock)
+#define TSAN_HAND_OVER(p) __tsan_release(p)
+#define TSAN_TAKE_OVER(p) __tsan_acquire(p)
 #else
 #define TSAN_QUIESCENT() ((void)0)
 #define TSAN_AFTER_GP() ((void)0)
+#define TSAN_HAND_OVER(p) ((void)(p))
+#define TSAN_TAKE_OVER(p) ((void)(p))
 #endif
 
 static int cpu_attach(struct smmu__cpu *c)
@@ -220,6 +230,7 @@ struct deferred_free {
 static void deferred_free_cb(struct rcu_head *head)
 {
 	struct deferred_free *d = caa_container_of(head, struct deferred_free, head);
+	TSAN_TAKE_OVER(d);
 	TSAN_AFTER_GP();
 	smmu__gather_free_entries(d->mm, d->entries, d->n);
 	atomic_fetch_sub(&d->mm->deferred_frames, d->frames);
@@ -248,6 +259,7 @@ static bool defer_free(struct smmu__gather *g)
 	d->frames = frames;
 	atomic_fetch_add(&mm->deferred_frames, frames);
 	atomic_fetch_add(&smmu__rcu_waiting, 1);
+	TSAN_HAND_OVER(d);
 	urcu_qsbr_call_rcu(&d->head, deferred_free_cb);
 	smmu__stat_add(mm, SMMU_STAT_deferred_frees, 1);
 	return true;
