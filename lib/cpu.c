@@ -133,6 +133,9 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	struct smmu_mm *mm = c->mm;
 
 	pthread_mutex_lock(&mm->cpus_lock);
+	/* Off the list, its counts must already be in the mm's totals, or a
+	 * smmu_stats_get meanwhile would miss them. */
+	smmu__counters_settle(&mm->counters, &c->counters, &c->counters_base);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -150,7 +153,7 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	/* Only now may smmu_mm_destroy (and then the pool's) succeed: until
 	 * here we used the mm and its pool. */
 	pthread_mutex_lock(&mm->cpus_lock);
-	smmu__counters_settle(&mm->counters, &c->counters, &c->counters_base);
+	smmu__counters_settle(&mm->counters, &c->counters, &c->counters_base); /* signals taken since */
 	mm->nr_cpus--;
 	pthread_mutex_unlock(&mm->cpus_lock);
 
