@@ -633,9 +633,7 @@ static int sd_opt(const char *opt, const char *val, void *arg)
 	struct sd_opts *s = arg;
 
 	if (!strcmp(opt, "--iters")) {
-		s->iters = bench_parse_size(opt, val);
-		if (s->iters < CHUNKS)
-			bench_die("--iters must be at least %d", CHUNKS);
+		s->iters = bench_parse_at_least(opt, val, CHUNKS);
 		return 2;
 	}
 	if (!strcmp(opt, "--sweep-iters")) {

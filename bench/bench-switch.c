@@ -497,15 +497,11 @@ static int sw_opt(const char *opt, const char *val, void *arg)
 	struct sw_opts *s = arg;
 
 	if (!strcmp(opt, "--switch-iters")) {
-		s->switch_iters = bench_parse_size(opt, val);
-		if (s->switch_iters < CHUNKS)
-			bench_die("--switch-iters must be at least %d", CHUNKS);
+		s->switch_iters = bench_parse_at_least(opt, val, CHUNKS);
 		return 2;
 	}
 	if (!strcmp(opt, "--munmap-iters")) {
-		s->munmap_iters = bench_parse_size(opt, val);
-		if (s->munmap_iters < CHUNKS)
-			bench_die("--munmap-iters must be at least %d", CHUNKS);
+		s->munmap_iters = bench_parse_at_least(opt, val, CHUNKS);
 		return 2;
 	}
 	return 0;

@@ -99,6 +99,14 @@ uint64_t bench_parse_size(const char *opt, const char *s)
 	return (uint64_t)v << shift;
 }
 
+uint64_t bench_parse_at_least(const char *opt, const char *s, uint64_t min)
+{
+	uint64_t v = bench_parse_size(opt, s);
+	if (v < min)
+		bench_die("%s must be at least %llu", opt, (unsigned long long)min);
+	return v;
+}
+
 void bench_thp_mode(char *buf, size_t len)
 {
 	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");

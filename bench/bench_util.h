@@ -77,6 +77,8 @@ static inline uint64_t bench_launder_u64(uint64_t v)
 
 /* Parse "123", "4k", "256m", "1g" (binary units) into bytes; dies on junk. */
 uint64_t bench_parse_size(const char *opt, const char *s);
+/* bench_parse_size, and dies unless the value is at least min. */
+uint64_t bench_parse_at_least(const char *opt, const char *s, uint64_t min);
 
 /* The kernel's transparent huge page mode, the bracketed word of
  * /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise",
