@@ -64,8 +64,10 @@ void smmu__asids_fini(struct smmu__cpu *c)
 {
 	for (unsigned i = 0; i < c->nasids; i++) {
 		struct smmu__asid *a = &c->asids[i];
-		if (i != c->cur_asid && a->table)
+		if (i != c->cur_asid && a->table) {
+			smmu__tlb_free_spare(&a->tlb);
 			smmu__free(a->table, a->tlb.entries * sizeof(struct smmu_tlb_entry));
+		}
 	}
 	smmu__free(c->asids, c->nasids * sizeof(*c->asids));
 	c->asids = NULL;

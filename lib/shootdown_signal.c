@@ -136,16 +136,18 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct tim
 	return syscall(SYS_futex, (uint32_t *)addr, op, val, timeout, NULL, 0);
 }
 
-static void flush_range_or_all(struct smmu__cpu *c, uint64_t s, uint64_t e)
+static void flush_range_or_all(struct smmu__cpu *c, uint64_t s, uint64_t e, int in_handler)
 {
 	if (s == UINT64_MAX && e == 0)
 		return; /* nothing merged since the last take */
 	/* A torn take (one bound from a request still being merged) or a large
 	 * range: flush everything, which covers whatever was merged. */
-	if (smmu__flush_is_wide(c->mm, s, e))
-		smmu__tlb_flush_all_local(c);
-	else
+	if (!smmu__flush_is_wide(c->mm, s, e))
 		smmu__tlb_flush_range_local(c, s, e);
+	else if (in_handler)
+		smmu__tlb_flush_all_in_handler(c);
+	else
+		smmu__tlb_flush_all_local(c);
 }
 
 static void ack(struct smmu__cpu *c, uint32_t seq, int in_handler)
@@ -172,7 +174,7 @@ static void process(struct smmu__cpu *c, int in_handler)
 	uint64_t s = atomic_exchange(&c->mb_start, UINT64_MAX);
 	uint64_t e = atomic_exchange(&c->mb_end, 0);
 	SMMU_HOOK(SMMU_HOOK_HANDLER_READ, c, in_handler);
-	flush_range_or_all(c, s, e);
+	flush_range_or_all(c, s, e, in_handler);
 	ack(c, seq, in_handler);
 }
 

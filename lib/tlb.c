@@ -44,10 +44,27 @@ int smmu__tlb_init(struct smmu__cpu *c, size_t entries, size_t max_entries)
 	return 0;
 }
 
+void smmu__tlb_free_spare(struct smmu__tlb *t)
+{
+	if (t->spare)
+		smmu__free(t->spare, t->entries * sizeof(struct smmu_tlb_entry));
+	t->spare = NULL;
+}
+
 void smmu__tlb_fini(struct smmu__cpu *c)
 {
+	smmu__tlb_free_spare(c->tlb);
 	smmu__free(c->pub.tlb, c->tlb->entries * sizeof(struct smmu_tlb_entry));
 	c->pub.tlb = NULL;
+}
+
+/* Clear spare entries [scrub_pos, scrub_pos + n), at most to the end. */
+static void scrub(struct smmu__tlb *t, size_t n)
+{
+	if (n > t->entries - t->scrub_pos)
+		n = t->entries - t->scrub_pos;
+	memset(t->spare + t->scrub_pos, 0xff, n * sizeof(struct smmu_tlb_entry));
+	t->scrub_pos += n;
 }
 
 /* Replace the table with an empty one of n entries (a full flush). */
@@ -67,6 +84,9 @@ static void resize(struct smmu__cpu *c, size_t n)
 	c->pub.tlb = t;
 	c->pub.tlb_mask = (uint64_t)(n - 1) << SMMU_TLB_ENTRY_SHIFT;
 	atomic_signal_fence(memory_order_seq_cst);
+	if (c->tlb->spare) /* of the old size: useless now */
+		smmu__free(c->tlb->spare, old_n * sizeof(struct smmu_tlb_entry));
+	c->tlb->spare = NULL;
 	c->tlb->entries = n;
 	c->tlb->misses = 0;
 	c->tlb->fills = 0;
@@ -77,6 +97,8 @@ void smmu__tlb_miss(struct smmu__cpu *c)
 {
 	struct smmu__tlb *t = c->tlb;
 	smmu__cpu_count(c, SMMU_STAT_tlb_misses, 1);
+	if (unlikely(t->spare && t->scrub_pos < t->entries))
+		scrub(t, SMMU_TLB_SCRUB_SLICE);
 	if (unlikely(t->shrink_wanted)) {
 		t->shrink_wanted = false;
 		if (t->entries > t->min_entries)
@@ -110,12 +132,38 @@ void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool w
 	smmu__cpu_count(c, SMMU_STAT_tlb_fills, 1);
 }
 
-void smmu__tlb_flush_all_local(struct smmu__cpu *c)
+/* Make the clean spare the active table (see tlb.h); false when there is
+ * no spare and none could be allocated. */
+static bool swap_in_spare(struct smmu__cpu *c)
+{
+	struct smmu__tlb *t = c->tlb;
+	if (!t->spare) {
+		t->spare = smmu__tlb_table_alloc(t->entries);
+		if (!t->spare)
+			return false;
+		t->scrub_pos = t->entries;
+	}
+	scrub(t, t->entries); /* whatever the misses since the last swap left */
+	struct smmu_tlb_entry *old = c->pub.tlb;
+	/* A handler that lands between these stores clears the table it
+	 * finds through pub.tlb, in place, with the old fill log: harmless
+	 * for either table, and it never touches the spare. */
+	c->pub.tlb = t->spare;
+	atomic_signal_fence(memory_order_seq_cst);
+	t->fill_count = 0;
+	atomic_signal_fence(memory_order_seq_cst);
+	t->spare = old;
+	t->scrub_pos = 0;
+	smmu__cpu_count(c, SMMU_STAT_flush_full_swapped, 1);
+	return true;
+}
+
+static void flush_all(struct smmu__cpu *c, bool may_swap)
 {
 	if (c->tlb->fill_count <= SMMU_TLB_FILL_LOG) {
 		for (uint32_t i = 0; i < c->tlb->fill_count; i++)
 			invalidate(entry_at(c, c->tlb->fill_log[i]));
-	} else {
+	} else if (!may_swap || c->tlb->entries < SMMU_TLB_SWAP_MIN_ENTRIES || !swap_in_spare(c)) {
 		memset(c->pub.tlb, 0xff, c->tlb->entries * sizeof(struct smmu_tlb_entry));
 	}
 	c->tlb->fill_count = 0;
@@ -124,6 +172,16 @@ void smmu__tlb_flush_all_local(struct smmu__cpu *c)
 	c->tlb->fills = 0;
 	c->tlb->misses = 0;
 	smmu__cpu_count(c, SMMU_STAT_flush_full, 1);
+}
+
+void smmu__tlb_flush_all_local(struct smmu__cpu *c)
+{
+	flush_all(c, true);
+}
+
+void smmu__tlb_flush_all_in_handler(struct smmu__cpu *c)
+{
+	flush_all(c, false);
 }
 
 void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_addr_t end)

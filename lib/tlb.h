@@ -18,7 +18,21 @@
  *  - fill_log holds the index of every entry filled since the last full
  *    flush while fill_count <= SMMU_TLB_FILL_LOG, so a full flush of a TLB
  *    that holds few entries touches only those;
- *  - min_entries <= entries <= max_entries, all powers of two.
+ *  - min_entries <= entries <= max_entries, all powers of two;
+ *  - spare is NULL or a second table of `entries` entries, never the
+ *    active one, whose entries below scrub_pos are all invalid (the rest
+ *    may hold anything: nothing looks up in it).
+ *
+ * Full flush of a big TLB (entries >= SMMU_TLB_SWAP_MIN_ENTRIES, more than
+ * the fill log holds): on the owner thread, outside the signal handler,
+ * the clean spare becomes the active table - one pointer store instead of
+ * a memset of megabytes - and the old table becomes the spare, scrubbed a
+ * slice per miss (SMMU_TLB_SCRUB_SLICE entries) on the owner thread.  A
+ * full flush that finds the spare not yet clean finishes scrubbing it
+ * first, so it never costs more than the memset it replaces.  The price is
+ * memory: a big TLB keeps two tables.  The handler's full flush
+ * (smmu__tlb_flush_all_in_handler) always clears in place: the thread it
+ * interrupted may be in the middle of a swap or a resize.
  *
  * Sizing (after QEMU's dynamic TLB, driven by misses instead of a clock):
  * a CPU that misses 2 x entries times between two full flushes has a
@@ -44,6 +58,8 @@
 #define SMMU_TLB_MIN_ENTRIES 16u
 #define SMMU_TLB_MAX_ENTRIES (1u << 22)
 #define SMMU_TLB_FILL_LOG 64u
+#define SMMU_TLB_SWAP_MIN_ENTRIES (1u << 14) /* 512 KiB: a memset of ~25 us */
+#define SMMU_TLB_SCRUB_SLICE 64u             /* 2 KiB per miss */
 
 struct smmu__tlb {
 	size_t entries;
@@ -54,6 +70,8 @@ struct smmu__tlb {
 	size_t resize_to;   /* decided by a miss, done outside the access */
 	uint32_t fill_count;
 	uint32_t fill_log[SMMU_TLB_FILL_LOG];
+	struct smmu_tlb_entry *spare; /* see the invariants */
+	size_t scrub_pos;
 };
 
 struct smmu__cpu;
@@ -68,7 +86,13 @@ void smmu__tlb_miss(struct smmu__cpu *c);
 /* Outside any access: carry out a resize that a miss decided.  Allocates. */
 void smmu__tlb_maybe_resize(struct smmu__cpu *c);
 void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool writable);
+/* Owner thread, not in the signal handler (may swap tables, may allocate
+ * the spare). */
 void smmu__tlb_flush_all_local(struct smmu__cpu *c);
+/* The same from the shootdown signal handler: clears in place. */
+void smmu__tlb_flush_all_in_handler(struct smmu__cpu *c);
+/* Free a TLB's spare table, if any (the caller frees the table itself). */
+void smmu__tlb_free_spare(struct smmu__tlb *t);
 void smmu__tlb_flush_range_local(struct smmu__cpu *c, smmu_addr_t start, smmu_addr_t end);
 
 #endif

@@ -143,6 +143,16 @@ static _Atomic uint64_t unmapped[NSLOTS], readonly[NSLOTS], arrived[NSLOTS];
 static _Atomic uint32_t writable_again[NSLOTS], departed[NSLOTS];
 static _Atomic uint64_t next_gen = 1;
 
+/* --tlb-entries: every CPU's TLB has this fixed size (0: the library's
+ * adaptive default).  16384 or more: full flushes swap tables (tlb.h). */
+static size_t tlb_entries;
+
+static int register_cpu(struct smmu_cpu **cpu)
+{
+	struct smmu_cpu_config cfg = { .tlb_entries = tlb_entries, .tlb_max_entries = tlb_entries };
+	return smmu_cpu_register_ex(mm, &cfg, cpu);
+}
+
 /* ------------------------------------------------------------ readers */
 
 /* What a reader may assume of a slot.  Signal and RCU strict mode: what
@@ -225,7 +235,7 @@ static void *reader(void *arg)
 	struct view *snap = calloc(NSLOTS, sizeof(*snap));
 	if (!snap)
 		abort();
-	stress_check(smmu_cpu_register(mm, &cpu), "register");
+	stress_check(register_cpu(&cpu), "register");
 	unsigned long n = 0, ns = 0;
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		if (mode != SMMU_SHOOTDOWN_SIGNAL) {
@@ -437,7 +447,7 @@ static void *writer(void *arg)
 	uint64_t seed = (uintptr_t)arg * 0xD1B54A32D192ED03ull + 7;
 	struct writer *w = &writers_state[id];
 	struct smmu_cpu *cpu;
-	stress_check(smmu_cpu_register(mm, &cpu), "register");
+	stress_check(register_cpu(&cpu), "register");
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		unsigned k = 1 + (unsigned)(stress_rng(&seed) % 4);
 		unsigned s = (unsigned)(stress_rng(&seed) % (NSLOTS - k + 1));
@@ -583,6 +593,9 @@ static void usage(FILE *f, const char *argv0)
 		"  -r, --readers K        reader CPUs, 1..%d (default 3); also --cpus\n"
 		"  -w, --writers W        writer threads (CPUs too), 1..%d (default 2); also --threads\n"
 		"  -m, --mode MODE        shootdown mode: signal (default), rcu or rcu-deferred\n"
+		"      --tlb-entries N    every CPU's TLB fixed at N entries, a power of two 16..2^22\n"
+		"                         (default: the library's adaptive size; 16384 or more: full\n"
+		"                         flushes swap in a clean spare table)\n"
 		"  -h, --help             this text\n"
 		"SIGINT or SIGTERM ends any run early, with the summary.\n"
 		"Exit status: 0 no violation, 1 violations (or a leaked frame), 2 bad options.\n",
@@ -603,12 +616,13 @@ int main(int argc, char **argv)
 	bool soak = false, seconds_given = false;
 	unsigned nreaders = 3, nwriters = 2;
 	unsigned long seed = 1;
-	enum { OPT_SOAK = 256 };
+	enum { OPT_SOAK = 256, OPT_TLB };
 	static const struct option opts[] = {
 		{ "seconds", required_argument, NULL, 't' }, { "soak", no_argument, NULL, OPT_SOAK },
 		{ "seed", required_argument, NULL, 's' },    { "readers", required_argument, NULL, 'r' },
 		{ "cpus", required_argument, NULL, 'r' },    { "writers", required_argument, NULL, 'w' },
 		{ "threads", required_argument, NULL, 'w' }, { "mode", required_argument, NULL, 'm' },
+		{ "tlb-entries", required_argument, NULL, OPT_TLB },
 		{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -639,6 +653,13 @@ int main(int argc, char **argv)
 			if (stress_parse_mode(optarg, &mode))
 				return bad_option(argv[0], "--mode", optarg);
 			break;
+		case OPT_TLB: {
+			unsigned long n;
+			if (stress_parse_ulong(optarg, 16, 1ul << 22, &n) || (n & (n - 1)))
+				return bad_option(argv[0], "--tlb-entries", optarg);
+			tlb_entries = n;
+			break;
+		}
 		case 'h':
 			usage(stdout, argv[0]);
 			return 0;
@@ -720,9 +741,10 @@ int main(int argc, char **argv)
 	bool clean = stress_teardown(pool, mm, base, NSLOTS);
 	unsigned long violations = atomic_load(&stress_violations);
 
-	printf("smmu-torture: %s mode, %.1f s%s, readers %u, writers %u, seed %lu\n", stress_mode_names[mode], ran,
+	printf("smmu-torture: %s mode, %.1f s%s, readers %u, writers %u, seed %lu, TLB %zu entries%s\n",
+	       stress_mode_names[mode], ran,
 	       stopped_by == SIGINT ? " (SIGINT)" : stopped_by == SIGTERM ? " (SIGTERM)" : "", nreaders, nwriters,
-	       seed);
+	       seed, tlb_entries, tlb_entries ? "" : " (adaptive)");
 	printf("  accesses checked   %lu (%.0f/s): loads %lu, stores %lu; moved-in stamps %lu, unverifiable %lu\n",
 	       tt.loads + tt.stores, (double)(tt.loads + tt.stores) / ran, tt.loads, tt.stores, tt.moved_in,
 	       tt.unverified);
@@ -734,6 +756,8 @@ int main(int argc, char **argv)
 	       " (bound waits %" PRIu64 "), frames freed %" PRIu64 "\n",
 	       st.shootdowns, st.shootdowns_nested, st.signals_sent, st.acks_deferred, st.grace_periods,
 	       st.deferred_frees, st.deferred_bound_waits, st.frames_freed);
+	printf("  full TLB flushes   %" PRIu64 " (by swapping tables %" PRIu64 "), range flushes %" PRIu64 "\n",
+	       st.flush_full, st.flush_full_swapped, st.flush_range);
 	printf("  max ack latency    %.1f us (mean %.1f us over %lu calls that removed present translations; "
 	       "wall time of munmap/mmap(FIXED)/mprotect(READ)/mremap%s)\n",
 	       (double)tt.latency_max_ns / 1e3, tt.timed ? (double)tt.latency_sum_ns / 1e3 / (double)tt.timed : 0.0,

@@ -329,7 +329,13 @@ SMMU_API size_t smmu_mm_page_size(const struct smmu_mm *mm);
  * eighth of its entries between two full flushes halves it.  Each entry is
  * 32 bytes: 1024 entries (the default start) is 32 KiB and covers 4 MiB;
  * the default maximum, 2^18 entries, is 8 MiB and covers 1 GiB.  Set both
- * to the same value for a fixed size.
+ * to the same value for a fixed size.  A TLB of 16384 entries (512 KiB) or
+ * more keeps a second table of its size, allocated at its first full flush
+ * that is not cheap: a full flush on the CPU's own thread then swaps in
+ * that clean table instead of clearing megabytes, and the next misses
+ * clear the old one, 64 entries each (a full flush that comes first
+ * finishes the clearing itself).  So memory is twice the figures above
+ * for such TLBs.
  */
 struct smmu_cpu_config {
 	size_t tlb_entries;     /* power of two in [16, 2^22]; 0 means 1024 */

@@ -28,6 +28,7 @@ struct smmu_mm;
 	X(faults_demand_zero, "not-present faults served with a zeroed frame")         \
 	X(faults_trapped, "faults given to the trap handler or returned by try_")      \
 	X(flush_full, "whole-TLB flushes")                                             \
+	X(flush_full_swapped, "whole-TLB flushes that swapped in a clean spare table")  \
 	X(flush_range, "range TLB flushes")                                            \
 	X(gathers, "mmu_gather batches finished")                                      \
 	X(batch_extensions, "heap batches added to a gather")                          \

@@ -52,21 +52,26 @@ static void sleep_ms(int ms)
 }
 
 /* A CPU thread that a test steers through `cmd`; it answers with `state`. */
-enum { CMD_NONE, CMD_LOAD, CMD_OFFLINE, CMD_ONLINE, CMD_SPIN, CMD_EXIT };
+enum { CMD_NONE, CMD_LOAD, CMD_TOUCH, CMD_OFFLINE, CMD_ONLINE, CMD_SPIN, CMD_EXIT };
 struct peer {
 	pthread_t t;
 	atomic_int cmd, state;
 	smmu_addr_t addr;
+	size_t pages; /* CMD_TOUCH: load the first word of each page from addr */
 	atomic_int result;
 	uint64_t value;
-	bool touch; /* load base once after registering */
+	bool touch;          /* load base once after registering */
+	size_t tlb_entries;  /* 0: the default */
+	struct smmu_cpu *cpu;
 };
 
 static void *peer_main(void *arg)
 {
 	struct peer *p = arg;
 	struct smmu_cpu *cpu;
-	cr_assert_eq(smmu_cpu_register(mm, &cpu), 0);
+	struct smmu_cpu_config cfg = { .tlb_entries = p->tlb_entries, .tlb_max_entries = p->tlb_entries };
+	cr_assert_eq(smmu_cpu_register_ex(mm, &cfg, &cpu), 0);
+	p->cpu = cpu;
 	if (p->touch)
 		smmu_load64(cpu, base);
 	atomic_store(&p->state, 1);
@@ -75,6 +80,10 @@ static void *peer_main(void *arg)
 		switch (cmd) {
 		case CMD_LOAD:
 			atomic_store(&p->result, smmu_try_load64(cpu, p->addr, &p->value));
+			break;
+		case CMD_TOUCH:
+			for (size_t i = 0; i < p->pages; i++)
+				smmu_load64(cpu, p->addr + i * PAGE);
 			break;
 		case CMD_OFFLINE:
 			smmu_cpu_offline(cpu);
@@ -96,13 +105,19 @@ static void *peer_main(void *arg)
 	}
 }
 
-static void peer_start(struct peer *p, bool touch)
+static void peer_start_tlb(struct peer *p, bool touch, size_t tlb_entries)
 {
 	memset(p, 0, sizeof(*p));
 	p->touch = touch;
+	p->tlb_entries = tlb_entries;
 	pthread_create(&p->t, NULL, peer_main, p);
 	while (!atomic_load(&p->state))
 		sched_yield();
+}
+
+static void peer_start(struct peer *p, bool touch)
+{
+	peer_start_tlb(p, touch, 0);
 }
 
 static void peer_do(struct peer *p, int cmd)
@@ -137,6 +152,32 @@ Test(shootdown, remote_entry_is_gone_after_munmap, .init = setup, .fini = teardo
 	cr_assert_eq(after.signals_sent - before.signals_sent, 1);
 	cr_assert_eq(after.signals_received - before.signals_received, 1);
 	cr_assert_eq(peer_load(&p, base + 3 * PAGE), -EFAULT);
+	peer_stop(&p);
+}
+
+/* A full flush in the handler may interrupt its thread in the middle of
+ * swapping tables or resizing, so it never swaps (tlb.h): it clears the
+ * active table in place, big or not. */
+Test(shootdown, handler_clears_a_big_tlb_in_place, .init = setup, .fini = teardown, .timeout = 30)
+{
+	enum { N = 128 }; /* more than the fill log, more than the flush ceiling */
+	smmu_addr_t big;
+	cr_assert_eq(smmu_mmap(mm, 0, N * PAGE, SMMU_PROT_READ, SMMU_MAP_POPULATE, &big), 0);
+	struct peer p;
+	peer_start_tlb(&p, false, 1u << 14);
+	p.addr = big;
+	p.pages = N;
+	peer_do(&p, CMD_TOUCH);
+	const struct smmu_tlb_entry *table = p.cpu->tlb;
+	struct smmu_stats before = stats();
+	cr_assert_eq(smmu_munmap(mm, big, N * PAGE), 0);
+	struct smmu_stats after = stats();
+	cr_assert_eq(after.signals_received - before.signals_received, 1);
+	cr_assert_eq(after.flush_full - before.flush_full, 1);
+	cr_assert_eq(after.flush_full_swapped, before.flush_full_swapped, "the handler swapped tables");
+	cr_assert_eq(p.cpu->tlb, table);
+	for (size_t i = 0; i < N; i += 17)
+		cr_assert_eq(peer_load(&p, big + i * PAGE), -EFAULT);
 	peer_stop(&p);
 }
 

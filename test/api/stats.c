@@ -319,14 +319,15 @@ Test(stats, print_text_and_json)
 	st.write_notifies = 20;
 	st.cow_copies = 21;
 	st.cow_reuses = 22;
+	st.flush_full_swapped = 23;
 	static const char *const names[] = {
 		"tlb_misses",       "tlb_fills",    "faults_demand_zero", "faults_trapped",    "flush_full",
 		"flush_range",      "gathers",      "batch_extensions",   "batch_fallbacks",   "frames_freed",
 		"tables_freed",     "shootdowns",   "shootdowns_nested",  "signals_sent",      "signals_received",
 		"acks_deferred",    "grace_periods", "deferred_frees",    "deferred_bound_waits", "faults_handled",
 		"mm_switches",      "asid_recycles", "write_notifies", "cow_copies",
-		"cow_reuses"};
-	const uint64_t values[] = {12345, 6789, 42, 1, 2, 3, 4, 5, 6, UINT64_MAX, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22};
+		"cow_reuses",       "flush_full_swapped"};
+	const uint64_t values[] = {12345, 6789, 42, 1, 2, 3, 4, 5, 6, UINT64_MAX, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23};
 	enum { N = sizeof(values) / sizeof(values[0]) };
 	_Static_assert(N * sizeof(uint64_t) == sizeof(struct smmu_stats), "a counter is missing here");
 

@@ -3,8 +3,9 @@
  * White-box tests of the software TLB (lib/tlb.c): fill, flush_all (the
  * fill-log path and the memset path), flush_range (the per-granule path
  * and the sweep path for ranges larger than the TLB), at most one entry
- * per granule, miss-driven resizing, and the public flush API at the top
- * of the address space.
+ * per granule, miss-driven resizing, the public flush API at the top of
+ * the address space, and big TLBs' spare table: the swap, the scrub by
+ * misses, the handler's flush in place, and what frees the spare.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -473,5 +474,176 @@ Test(tlb, fixed_size_never_resizes)
 	smmu__tlb_flush_all_local(c);
 	miss(c);
 	cr_assert_eq(c->tlb->entries, 32);
+	env_fini(&e);
+}
+
+/* ------------------------------------------- big TLBs: the spare table */
+
+#define BIG SMMU_TLB_SWAP_MIN_ENTRIES
+
+/* Fill n granules spread over the whole TLB (more than the fill log). */
+static void fill_spread(struct smmu__cpu *c, unsigned n, unsigned salt)
+{
+	for (unsigned i = 0; i < n; i++)
+		fill(c, (smmu_addr_t)((i * 97 + salt) % c->tlb->entries) << SMMU_TLB_GRANULE_SHIFT, (i + salt) & 1);
+}
+
+/* A fixed TLB of `entries` with 1000 entries filled; returns its table. */
+static struct smmu_tlb_entry *filled_env(struct env *e, size_t entries)
+{
+	env_init(e, entries, entries);
+	fill_spread(e->c, 1000, 0);
+	return e->c->pub.tlb;
+}
+
+static bool all_invalid(const struct smmu_tlb_entry *t, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		if (t[i].read_tag != SMMU_TLB_INVALID || t[i].write_tag != SMMU_TLB_INVALID)
+			return false;
+	return true;
+}
+
+Test(tlb, big_flush_all_swaps_in_a_clean_spare_and_misses_scrub_the_old)
+{
+	struct env e;
+	struct smmu_tlb_entry *a = filled_env(&e, BIG);
+	struct smmu__cpu *c = e.c;
+	struct smmu_stats st0 = stats(e.mm);
+	smmu__tlb_flush_all_local(c);
+	struct smmu_stats st1 = stats(e.mm);
+	cr_assert_eq(st1.flush_full - st0.flush_full, 1);
+	cr_assert_eq(st1.flush_full_swapped - st0.flush_full_swapped, 1);
+	struct smmu_tlb_entry *b = c->pub.tlb;
+	cr_assert_neq(b, a, "the flush should have swapped tables");
+	cr_assert_eq(c->tlb->spare, a);
+	cr_assert_eq(c->tlb->scrub_pos, 0);
+	cr_assert_eq(check_tlb(c), 0, "the new table holds entries");
+	cr_assert(!all_invalid(a, 0, BIG), "the old table was cleared at the flush: nothing was saved");
+
+	/* Each miss scrubs one slice of the old table, and never the active
+	 * one: a fill between misses survives them. */
+	fill(c, 0x5000, true);
+	for (size_t done = 0; done < BIG; done += SMMU_TLB_SCRUB_SLICE) {
+		cr_assert_eq(c->tlb->scrub_pos, done);
+		cr_assert(all_invalid(a, 0, done));
+		miss(c);
+	}
+	cr_assert_eq(c->tlb->scrub_pos, BIG);
+	cr_assert(all_invalid(a, 0, BIG));
+	miss(c);
+	cr_assert_eq(c->tlb->scrub_pos, BIG, "scrubbing past the end");
+	cr_assert(valid(ent(c, 5)), "scrubbing touched the active table");
+	cr_assert_eq(check_tlb(c), 1);
+
+	/* The next big flush swaps back. */
+	fill_spread(c, 1000, 3);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_eq(c->pub.tlb, a);
+	cr_assert_eq(c->tlb->spare, b);
+	cr_assert_eq(check_tlb(c), 0);
+	cr_assert_eq(stats(e.mm).flush_full_swapped - st0.flush_full_swapped, 2);
+	env_fini(&e);
+}
+
+Test(tlb, big_flush_all_before_the_scrub_ends_finishes_it_first)
+{
+	struct env e;
+	env_init(&e, BIG, BIG);
+	struct smmu__cpu *c = e.c;
+	struct smmu_tlb_entry *a = c->pub.tlb;
+	fill_spread(c, BIG, 0); /* every entry valid */
+	smmu__tlb_flush_all_local(c);
+	for (int i = 0; i < 10; i++)
+		miss(c);
+	cr_assert_eq(c->tlb->scrub_pos, 10 * SMMU_TLB_SCRUB_SLICE);
+	fill_spread(c, 1000, 1);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_eq(c->pub.tlb, a);
+	cr_assert_eq(check_tlb(c), 0, "the half-scrubbed table came back with entries");
+	env_fini(&e);
+}
+
+Test(tlb, big_flush_in_the_handler_clears_in_place)
+{
+	struct env e;
+	struct smmu_tlb_entry *a = filled_env(&e, BIG);
+	struct smmu__cpu *c = e.c;
+	struct smmu_stats st0 = stats(e.mm);
+	smmu__tlb_flush_all_in_handler(c);
+	cr_assert_eq(c->pub.tlb, a, "the handler swapped tables");
+	cr_assert_null(c->tlb->spare);
+	cr_assert_eq(check_tlb(c), 0);
+	cr_assert_eq(stats(e.mm).flush_full_swapped, st0.flush_full_swapped);
+	/* Fill log path and small TLBs: no swap either. */
+	fill_spread(c, SMMU_TLB_FILL_LOG, 0);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_eq(c->pub.tlb, a);
+	env_fini(&e);
+
+	a = filled_env(&e, BIG / 2);
+	smmu__tlb_flush_all_local(e.c);
+	cr_assert_eq(e.c->pub.tlb, a, "a small TLB swapped");
+	cr_assert_eq(check_tlb(e.c), 0);
+	env_fini(&e);
+}
+
+Test(tlb, big_flush_without_memory_for_a_spare_clears_in_place)
+{
+	struct env e;
+	struct smmu_tlb_entry *a = filled_env(&e, BIG);
+	struct smmu__cpu *c = e.c;
+	smmu__alloc_fail_after(0);
+	smmu__tlb_flush_all_local(c);
+	bool fired = smmu__alloc_failure_fired();
+	smmu__alloc_fail_after(-1);
+	cr_assert(fired, "the flush did not try to allocate a spare");
+	cr_assert_eq(c->pub.tlb, a);
+	cr_assert_null(c->tlb->spare);
+	cr_assert_eq(check_tlb(c), 0);
+	env_fini(&e); /* and nothing leaked */
+}
+
+Test(tlb, resizing_frees_the_spare)
+{
+	struct env e;
+	env_init(&e, BIG, 2 * BIG);
+	struct smmu__cpu *c = e.c;
+	fill_spread(c, 1000, 0);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_not_null(c->tlb->spare);
+	for (size_t i = 0; i < 2 * BIG; i++)
+		miss(c);
+	cr_assert_eq(c->tlb->entries, 2 * BIG);
+	cr_assert_null(c->tlb->spare, "the spare of the old size was kept");
+	fill_spread(c, 1000, 0);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_not_null(c->tlb->spare);
+	cr_assert_eq(check_tlb(c), 0);
+	env_fini(&e); /* the leak check counts the spare of the new size */
+}
+
+Test(tlb, an_inactive_address_space_keeps_and_frees_its_spare)
+{
+	struct env e;
+	env_init(&e, BIG, BIG);
+	struct smmu__cpu *c = e.c;
+	struct smmu_mm *other;
+	cr_assert_eq(smmu_mm_create(e.pool, &other), 0);
+	fill_spread(c, 1000, 0);
+	smmu__tlb_flush_all_local(c);
+	struct smmu__tlb *first = c->tlb;
+	cr_assert_not_null(first->spare);
+	cr_assert_eq(smmu_cpu_switch_mm(e.cpu, other), 0);
+	cr_assert_neq(c->tlb, first);
+	cr_assert_not_null(first->spare, "switching away dropped the spare");
+	cr_assert_eq(smmu_cpu_switch_mm(e.cpu, e.mm), 0);
+	cr_assert_eq(c->tlb, first);
+	cr_assert_eq(smmu_cpu_switch_mm(e.cpu, other), 0);
+	/* Unregistered while the slot with the spare is inactive: the leak
+	 * check in env_fini counts it. */
+	cr_assert_eq(smmu_cpu_unregister(e.cpu), 0);
+	cr_assert_eq(smmu_mm_destroy(other), 0);
+	cr_assert_eq(smmu_cpu_register(e.mm, &e.cpu), 0);
 	env_fini(&e);
 }
