@@ -44,14 +44,22 @@
  *                                  munmap_page_remote_vs_kernel on an mm
  *                                  made with SMMU_SHOOTDOWN_RCU: the remote
  *                                  CPU calls smmu_quiescent every 1000
- *                                  loads and every munmap waits for a grace
- *                                  period.  The main thread calls
+ *                                  loads.  It never caches P, so the CPU
+ *                                  bits let munmap skip the grace period,
+ *                                  as they let the signal mode skip the
+ *                                  signal.  The main thread calls
  *                                  smmu_quiescent after each iteration
  *                                  (timed).  The kernel side is unchanged.
  *   munmap_page_remote_deferred_vs_kernel
  *                                  the same on an SMMU_SHOOTDOWN_RCU_DEFERRED
- *                                  mm: munmap returns at once, P's frame
- *                                  goes back to the pool from call_rcu.
+ *                                  mm: P's frame goes back to the pool at
+ *                                  once, for the same reason.
+ *   munmap_page_remote_hot_qsbr_vs_kernel,
+ *   munmap_page_remote_hot_deferred_vs_kernel
+ *                                  the two above with the remote also
+ *                                  loading P: every munmap waits for a
+ *                                  grace period (strict) or hands P's frame
+ *                                  to call_rcu (deferred).
  *
  * Each shootdown mode has its own pool, mm, area, P and remote CPU
  * threads.  A thread is a CPU of one mm at a time: the main thread leaves
@@ -73,9 +81,9 @@
  * cases), so their deltas count only timed work; expected one signal sent
  * per munmap / mprotect(READ) in the hot cases, none otherwise, and never
  * one in an RCU mode (the bench fails if one is sent).  The notes and the
- * JSON give grace periods per op too (one per munmap in RCU strict mode;
- * in deferred mode the grace periods are call_rcu's and not counted, only
- * the waits when the backlog is full).
+ * JSON give grace periods per op too (one per munmap in the hot RCU
+ * strict case, none in the other; in deferred mode the grace periods are
+ * call_rcu's and not counted, only the waits when the backlog is full).
  *
  * Then, without a ratio:
  *   sweep    one-page munmap latency (munmap timed alone) against the
@@ -118,7 +126,7 @@
 #define TARGET_PAGE 6 /* P */
 #define CHUNKS 8      /* timed pieces per repetition and side */
 #define MAX_REMOTES 8
-#define NCASES 7
+#define NCASES 9
 #define QUIESCE_EVERY 1000 /* an RCU-mode remote calls smmu_quiescent after this many loads */
 
 _Static_assert(PAGE == BENCH_REMOTE_PAGE, "a remote's pages are the area's pages");
@@ -802,6 +810,8 @@ int main(int argc, char **argv)
 			{"mprotect_page_remote_hot_vs_kernel", "kernel mprotect", K_MPROTECT, true, M_SIGNAL},
 			{"munmap_page_remote_qsbr_vs_kernel", "kernel munmap", K_MUNMAP, false, M_RCU},
 			{"munmap_page_remote_deferred_vs_kernel", "kernel munmap", K_MUNMAP, false, M_DEFERRED},
+			{"munmap_page_remote_hot_qsbr_vs_kernel", "kernel munmap", K_MUNMAP, true, M_RCU},
+			{"munmap_page_remote_hot_deferred_vs_kernel", "kernel munmap", K_MUNMAP, true, M_DEFERRED},
 		};
 
 		for (int i = 0; i < NCASES; i++) {

@@ -149,12 +149,7 @@ SMMU_API int smmu_cpu_switch_mm(struct smmu_cpu *pub, struct smmu_mm *to)
 	/* 2. Leave the old mm. */
 	pthread_mutex_lock(&from->cpus_lock);
 	smmu__counters_settle(&from->counters, &c->counters, &c->counters_base);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		from->cpus = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	smmu__cpu_unlink(from, c);
 	uint64_t gen = atomic_load(&from->flush_gen);
 	pthread_mutex_unlock(&from->cpus_lock);
 	from->sd->cpu_leave(c, gen);
@@ -188,11 +183,7 @@ SMMU_API int smmu_cpu_switch_mm(struct smmu_cpu *pub, struct smmu_mm *to)
 		atomic_store(&c->loaded, false);
 		c->seen_gen = atomic_load(&to->flush_gen); /* an empty TLB is up to date */
 	}
-	c->prev = NULL;
-	c->next = to->cpus;
-	if (to->cpus)
-		to->cpus->prev = c;
-	to->cpus = c;
+	smmu__cpu_link(to, c);
 	to->nr_cpus++;
 	smmu__cpu_count(c, SMMU_STAT_mm_switches, 1);
 	if (recycled)

@@ -111,11 +111,7 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 
 	pthread_mutex_lock(&mm->cpus_lock);
 	c->id = mm->next_cpu_id++;
-	c->prev = NULL;
-	c->next = mm->cpus;
-	if (mm->cpus)
-		mm->cpus->prev = c;
-	mm->cpus = c;
+	smmu__cpu_link(mm, c);
 	mm->nr_cpus++;
 	pthread_mutex_unlock(&mm->cpus_lock);
 	c->seen_gen = atomic_load(&mm->flush_gen);
@@ -127,6 +123,27 @@ SMMU_API int smmu_cpu_register_ex(struct smmu_mm *mm, const struct smmu_cpu_conf
 	return 0;
 }
 
+void smmu__cpu_link(struct smmu_mm *mm, struct smmu__cpu *c)
+{
+	c->prev = NULL;
+	c->next = mm->cpus;
+	if (mm->cpus)
+		mm->cpus->prev = c;
+	mm->cpus = c;
+	mm->bit_cpus[c->id % SMMU_PTE_CPUS_BITS]++;
+}
+
+void smmu__cpu_unlink(struct smmu_mm *mm, struct smmu__cpu *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		mm->cpus = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	mm->bit_cpus[c->id % SMMU_PTE_CPUS_BITS]--;
+}
+
 /* Unregister c; runs on c's thread (API call or exit destructor). */
 static void unregister_locked_out(struct smmu__cpu *c)
 {
@@ -136,12 +153,7 @@ static void unregister_locked_out(struct smmu__cpu *c)
 	/* Off the list, its counts must already be in the mm's totals, or a
 	 * smmu_stats_get meanwhile would miss them. */
 	smmu__counters_settle(&mm->counters, &c->counters, &c->counters_base);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		mm->cpus = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	smmu__cpu_unlink(mm, c);
 	pthread_mutex_unlock(&mm->cpus_lock);
 
 	/* Initiators that targeted us before we left the list may still wait

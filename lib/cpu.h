@@ -54,11 +54,13 @@ struct smmu__cpu {
 	_Atomic uint32_t sd_refs;     /* initiators that may still wait on us */
 
 	uint64_t seen_gen;     /* Sync: owner */
-	/* RCU modes: when this CPU last passed a quiescent state (or came
-	 * online), and whether its current stall was reported.  Written by the
-	 * owner, read by the mm's watchdog. */
-	_Atomic uint64_t last_qs_ns;
-	_Atomic bool stall_reported;
+	/* RCU modes: quiescent states passed (and times come online), counted
+	 * by the owner - a relaxed store, no clock read on the quiescent path -
+	 * and sampled by the mm's watchdog, which keeps, under cpus_lock, the
+	 * count it last saw, since when, and whether the stall was reported. */
+	_Atomic uint64_t qs_count;
+	uint64_t wd_count, wd_since_ns;
+	bool stall_reported;
 	bool in_fault_handler; /* Sync: owner.  A mapping's fault handler runs */
 	smmu_trap_fn trap;     /* Sync: owner */
 	void *trap_arg;        /* Sync: owner */
@@ -88,6 +90,11 @@ int smmu__cpu_call_handler(struct smmu__cpu *c, smmu_fault_handler_fn fn, void *
 
 /* The calling thread's CPU, or NULL. */
 struct smmu__cpu *smmu__cpu_self(void);
+
+/* Put c on mm's CPU list (c->id set) / take it off.  Caller holds
+ * mm->cpus_lock; nr_cpus is the caller's (it counts leaving CPUs too). */
+void smmu__cpu_link(struct smmu_mm *mm, struct smmu__cpu *c);
+void smmu__cpu_unlink(struct smmu_mm *mm, struct smmu__cpu *c);
 
 /* 0 if c is a live CPU owned by the calling thread, else -EINVAL / -EPERM. */
 int smmu__cpu_check_owner(const struct smmu_cpu *c);

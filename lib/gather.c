@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "cpu.h"
 #include "mm.h"
 #include "pgtable.h"
 #include "pool.h"
@@ -91,6 +92,10 @@ void smmu__gather_free_entries(struct smmu_mm *mm, const uint64_t *entries, size
 {
 	uint32_t frames[256];
 	size_t nf = 0, freed = 0, tables = 0;
+	/* A CPU's thread (its cache stays attached while it is one) keeps a
+	 * few of the frames for its next faults. */
+	struct smmu__cpu *self = smmu__cpu_self();
+	struct smmu__pcache *pc = self && self->pcache.pool == mm->pool ? &self->pcache : NULL;
 
 	for (size_t i = 0; i < n; i++) {
 		uint64_t ent = entries[i];
@@ -101,12 +106,12 @@ void smmu__gather_free_entries(struct smmu_mm *mm, const uint64_t *entries, size
 		}
 		frames[nf++] = (uint32_t)(ent >> 1);
 		if (nf == SMMU_ARRAY_SIZE(frames)) {
-			freed += smmu__pool_put_frames(mm->pool, frames, nf);
+			freed += smmu__pool_put_frames_to(mm->pool, pc, frames, nf);
 			nf = 0;
 		}
 	}
 	if (nf)
-		freed += smmu__pool_put_frames(mm->pool, frames, nf);
+		freed += smmu__pool_put_frames_to(mm->pool, pc, frames, nf);
 	if (freed)
 		smmu__stat_add(mm, SMMU_STAT_frames_freed, freed);
 	if (tables)
@@ -153,6 +158,7 @@ static void free_queued(struct smmu__gather *g)
 void smmu__gather_flush(struct smmu__gather *g)
 {
 	/* Step 2: no TLB may reach what step 3 frees. */
+	uint32_t cpus = g->mode == SMMU_GATHER_FULLMM ? SMMU_CPUS_ALL : g->cpus;
 	if (g->mode == SMMU_GATHER_FULLMM) {
 		smmu__flush_mm(g->mm, 0, 0, 1, SMMU_CPUS_ALL);
 	} else if (g->start < g->end) {
@@ -163,7 +169,7 @@ void smmu__gather_flush(struct smmu__gather *g)
 	for (size_t i = 0; i < g->nnotify; i++)
 		smmu__notify_secondary(&g->notify[i]);
 	/* Step 3, now - or after a grace period, if the back-end defers it. */
-	if (!(g->mm->sd->defer_free && g->mm->sd->defer_free(g)))
+	if (!(g->mm->sd->defer_free && g->mm->sd->defer_free(g, cpus)))
 		free_queued(g);
 }
 

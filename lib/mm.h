@@ -61,6 +61,10 @@ struct smmu_mm {
 	                         * that still use the mm: smmu_mm_destroy
 	                         * waits for 0 */
 	unsigned next_cpu_id;   /* Sync: cpus_lock */
+	/* Sync: cpus_lock.  How many CPUs on the list have each CPU bit
+	 * (pgtable.h), so that an initiator can tell from a clear's bits
+	 * whether any other CPU may cache it without touching their state. */
+	unsigned bit_cpus[SMMU_PTE_CPUS_BITS];
 
 	const struct smmu__shootdown_ops *sd; /* the shootdown back-end */
 	int mode;                             /* SMMU_SHOOTDOWN_* */

@@ -71,20 +71,24 @@ smmu_pte_t smmu__pte_prot_bits(int prot)
 	return SMMU_PTE_PRESENT;
 }
 
-static bool table_empty(struct smmu__ptable *t)
+/* Whether t has no entry, looking from hint on (where the caller just
+ * cleared entries: what a table keeps is usually near what it lost, and a
+ * scan from 0 would read most of a sparse table on every munmap). */
+static bool table_empty(struct smmu__ptable *t, unsigned hint)
 {
-	for (unsigned i = 0; i < SMMU_PT_ENTRIES; i++)
-		if (atomic_load_explicit(&t->e[i], memory_order_relaxed))
+	for (unsigned k = 0; k < SMMU_PT_ENTRIES; k++)
+		if (atomic_load_explicit(&t->e[(hint + k) % SMMU_PT_ENTRIES], memory_order_relaxed))
 			return false;
 	return true;
 }
 
-/* Queue the frames of every leaf in a leaf table that was already unhooked
- * (or is being emptied whole). */
-static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, smmu_addr_t base,
+/* Clear leaves [from, to) of t and queue their frames (t may be unhooked
+ * already, or being emptied whole).  Whether any entry was cleared. */
+static bool zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, smmu_addr_t base,
 			   unsigned from, unsigned to, bool unhooked)
 {
 	unsigned shift = mm->page_shift;
+	bool cleared = false;
 	for (unsigned i = from; i < to; i++) {
 		smmu_pte_t pte = atomic_load_explicit(&t->e[i], memory_order_relaxed);
 		if (!(pte & SMMU_PTE_HAS_FRAME))
@@ -97,26 +101,29 @@ static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct sm
 			if (!(pte & SMMU_PTE_HAS_FRAME))
 				continue;
 		}
+		cleared = true;
 		if (pte & SMMU_PTE_PRESENT) {
 			smmu__gather_range(g, base + ((smmu_addr_t)i << shift), base + ((smmu_addr_t)(i + 1) << shift));
 			g->cpus |= smmu__pte_cpus(pte);
 		}
 		smmu__gather_frame(g, smmu__pte_frame(pte));
 	}
+	return cleared;
 }
 
-static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
+/* Zap [start, end) under t, a level-`level` table based at base; whether
+ * an entry of t was cleared (only then can t have become empty). */
+static bool zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
 		      smmu_addr_t base, smmu_addr_t start, smmu_addr_t end, bool unhooked)
 {
 	unsigned shift = mm->page_shift;
 	uint64_t span = smmu__pt_span(shift, level);
-	unsigned first = (unsigned)((start - base) / span);
-	unsigned last = (unsigned)((end - 1 - base) / span); /* inclusive */
+	unsigned first = smmu__pt_index_from(shift, level, base, start);
+	unsigned last = smmu__pt_index_from(shift, level, base, end - 1); /* inclusive */
 
-	if (level == 0) {
-		zap_leaf_table(mm, g, t, base, first, last + 1, unhooked);
-		return;
-	}
+	if (level == 0)
+		return zap_leaf_table(mm, g, t, base, first, last + 1, unhooked);
+	bool cleared = false;
 	for (unsigned i = first; i <= last; i++) {
 		smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_acquire);
 		if (!e)
@@ -131,11 +138,13 @@ static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 				atomic_store(&t->e[i], 0);
 			zap_level(mm, g, child, level - 1, cbase, cbase, cbase + span, true);
 		} else {
-			zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
-			if (g->keep_tables || !table_empty(child))
+			bool child_lost = zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
+			if (g->keep_tables || !child_lost ||
+			    !table_empty(child, smmu__pt_index_from(shift, level - 1, cbase, cs)))
 				continue;
 			atomic_store(&t->e[i], 0);
 		}
+		cleared = true;
 		/* Walkers may hold the child until the flush, and may set their
 		 * bit in an unhooked table's entries after we read them: every
 		 * CPU of the mm is a target. */
@@ -144,6 +153,7 @@ static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 		g->cpus = SMMU_CPUS_ALL;
 		smmu__gather_table(g, child);
 	}
+	return cleared;
 }
 
 void smmu__pt_zap(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end)
@@ -157,7 +167,8 @@ static void prune_level(struct smmu__gather *g, struct smmu__ptable *t, unsigned
 			smmu_addr_t start, smmu_addr_t end, unsigned shift)
 {
 	uint64_t span = smmu__pt_span(shift, level);
-	unsigned first = (unsigned)((start - base) / span), last = (unsigned)((end - 1 - base) / span);
+	unsigned first = smmu__pt_index_from(shift, level, base, start);
+	unsigned last = smmu__pt_index_from(shift, level, base, end - 1);
 	for (unsigned i = first; i <= last; i++) {
 		smmu_pte_t e = atomic_load(&t->e[i]);
 		if (!e)
@@ -167,7 +178,7 @@ static void prune_level(struct smmu__gather *g, struct smmu__ptable *t, unsigned
 		if (level > 1)
 			prune_level(g, child, level - 1, cbase, start > cbase ? start : cbase,
 				    end < cbase + span ? end : cbase + span, shift);
-		if (!table_empty(child))
+		if (!table_empty(child, smmu__pt_index_from(shift, level - 1, cbase, start > cbase ? start : cbase)))
 			continue;
 		atomic_store(&t->e[i], 0);
 		smmu__gather_range(g, cbase, cbase + span);
@@ -201,8 +212,8 @@ static void for_each_leaf(unsigned shift, struct smmu__ptable *t, unsigned level
 			  smmu_addr_t start, smmu_addr_t end, leaf_fn leaf, void *ctx)
 {
 	uint64_t span = smmu__pt_span(shift, level);
-	unsigned first = (unsigned)((start - base) / span);
-	unsigned last = (unsigned)((end - 1 - base) / span);
+	unsigned first = smmu__pt_index_from(shift, level, base, start);
+	unsigned last = smmu__pt_index_from(shift, level, base, end - 1);
 
 	for (unsigned i = first; i <= last; i++) {
 		smmu_addr_t cbase = base + i * span;
@@ -327,7 +338,7 @@ static void free_level(struct smmu__ptable *t, unsigned level)
 				free_level(smmu__pt_child(e), level - 1);
 		}
 	}
-	SMMU_ASSERT(level > 0 || table_empty(t));
+	SMMU_ASSERT(level > 0 || table_empty(t, 0));
 	smmu__free(t, SMMU_PT_TABLE_SIZE);
 }
 

@@ -106,6 +106,13 @@ static inline unsigned smmu__pt_index(unsigned page_shift, smmu_addr_t addr, uns
 }
 
 /* Bytes of address covered by one entry at `level`. */
+/* Which entry of a level-`level` table based at base covers addr: a shift,
+ * not a division by the span (the walkers run on every munmap). */
+static inline unsigned smmu__pt_index_from(unsigned page_shift, unsigned level, smmu_addr_t base, smmu_addr_t addr)
+{
+	return (unsigned)((addr - base) >> (page_shift + SMMU_PT_ENTRY_BITS * level));
+}
+
 static inline uint64_t smmu__pt_span(unsigned page_shift, unsigned level)
 {
 	return 1ull << (page_shift + SMMU_PT_ENTRY_BITS * level);

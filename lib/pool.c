@@ -381,6 +381,11 @@ static void close_chain(struct smmu_pool *pool, uint32_t head, uint32_t len, uin
 
 size_t smmu__pool_put_frames(struct smmu_pool *pool, const uint32_t *frames, size_t n)
 {
+	return smmu__pool_put_frames_to(pool, NULL, frames, n);
+}
+
+size_t smmu__pool_put_frames_to(struct smmu_pool *pool, struct smmu__pcache *pc, const uint32_t *frames, size_t n)
+{
 	/* Build the chains without the lock, linked to each other through
 	 * next_chain, then splice them onto the stack in one operation. */
 	uint32_t first = SMMU_NO_FRAME, last = SMMU_NO_FRAME;
@@ -417,6 +422,20 @@ size_t smmu__pool_put_frames(struct smmu_pool *pool, const uint32_t *frames, siz
 		close_chain(pool, head, len, &first, &last);
 	if (first == SMMU_NO_FRAME)
 		return 0;
+	if (pc && freed <= SMMU_POOL_CHAIN) {
+		/* One chain, first .. tail: into the freeing CPU's own cache,
+		 * where its next allocation finds it without the pool lock -
+		 * unless that would hold more than two chains. */
+		pthread_mutex_lock(&pc->lock);
+		if (pc->count + freed <= 2 * SMMU_POOL_CHAIN) {
+			pool->frames[tail].next = pc->head;
+			pc->head = first;
+			pc->count += (uint32_t)freed;
+			pthread_mutex_unlock(&pc->lock);
+			return freed;
+		}
+		pthread_mutex_unlock(&pc->lock);
+	}
 	pthread_mutex_lock(&pool->lock);
 	pool->frames[last].next_chain = pool->free_chains;
 	pool->free_chains = first;

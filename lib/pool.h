@@ -109,6 +109,10 @@ void smmu__pool_get(struct smmu_pool *pool, uint32_t frame);
  * the shared list in chains, under one lock operation.  Returns how many
  * were freed.  Call only after no TLB can still reach the frames. */
 size_t smmu__pool_put_frames(struct smmu_pool *pool, const uint32_t *frames, size_t n);
+/* The same, but up to a chain of freed frames goes into pc (the calling
+ * CPU's cache, attached to pool; NULL: none) while it holds at most two
+ * chains: its next allocations need no pool lock. */
+size_t smmu__pool_put_frames_to(struct smmu_pool *pool, struct smmu__pcache *pc, const uint32_t *frames, size_t n);
 
 /* Drop the reference of a frame that no PTE or TLB ever saw (a lost race
  * in the fault path): straight back to pc (or the shared list). */

@@ -12,7 +12,10 @@
  *   3. move each piece (a leaf, or a whole subtree when both sides are
  *      aligned to it: see next_piece): exchange the source slot with 0,
  *      store the value in the (empty) destination slot (a leaf without its
- *      CPU bits: no TLB holds the new address); the source's CPU bits (all
+ *      CPU bits: no TLB holds the new address - except with a lazy flush,
+ *      shootdown.h, where the bits stay: a CPU that keeps the source entry
+ *      after the flush reaches the frame, and unmapping the destination
+ *      must wait for it); the source's CPU bits (all
  *      CPUs for a subtree) and range go on the gather, as a zap's would -
  *      a CPU that filled from the old entry is among them (pgtable.h), and
  *      a walk that missed the exchange faults, waits for the lock and finds
@@ -36,6 +39,7 @@
 #include "notifier.h"
 #include "pgtable.h"
 #include "region.h"
+#include "shootdown.h"
 
 struct span {
 	smmu_addr_t start, end;
@@ -139,6 +143,7 @@ static int reserve(struct smmu_mm *mm, smmu_addr_t from, smmu_addr_t to, uint64_
  * a table for their bits would cost more than the move). */
 static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t from, smmu_addr_t to, uint64_t len)
 {
+	const smmu_pte_t keep = mm->sd->lazy_flush ? ~(smmu_pte_t)0 : ~((smmu_pte_t)SMMU_CPUS_ALL << SMMU_PTE_CPUS_SHIFT);
 	for (uint64_t off = 0, n; off < len; off += n) {
 		int kind;
 		n = next_piece(mm, from + off, to + off, len - off, &kind);
@@ -166,9 +171,9 @@ static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t 
 			smmu_pte_t pte = atomic_exchange(&src[i], 0);
 			/* Release: whatever was written through the source before
 			 * the exchange is visible to a walker of the destination.
-			 * No TLB holds the new address: the CPU bits start empty. */
-			atomic_store_explicit(&dst[i], pte & ~((smmu_pte_t)SMMU_CPUS_ALL << SMMU_PTE_CPUS_SHIFT),
-					      memory_order_release);
+			 * No TLB holds the new address: the CPU bits start empty
+			 * (unless the flush is lazy: see the top). */
+			atomic_store_explicit(&dst[i], pte & keep, memory_order_release);
 			if (pte & SMMU_PTE_PRESENT) { /* a PROTNONE entry never reached a TLB */
 				smmu_addr_t at = from + off + (i << mm->page_shift);
 				smmu__gather_range(g, at, at + mm->page_size);

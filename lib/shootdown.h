@@ -19,6 +19,11 @@ struct smmu__gather;
 
 struct smmu__shootdown_ops {
 	const char *name;
+	/* A CPU may keep using an entry after the flush that cleared it
+	 * returned (RCU deferred mode: until its next quiescent state), so a
+	 * moved frame's CPU bits must travel with it (remap.c): a CPU still
+	 * using the old address may read it when the new one is unmapped. */
+	bool lazy_flush;
 	/* A CPU is being registered on its own thread: prepare delivery. */
 	int (*cpu_attach)(struct smmu__cpu *c);
 	/* The CPU is leaving (its own thread): no initiator may still wait on it
@@ -37,10 +42,11 @@ struct smmu__shootdown_ops {
 	void (*cpu_leave)(struct smmu__cpu *c, uint64_t gen);
 	/* smmu_quiescent. */
 	void (*quiescent)(struct smmu__cpu *c);
-	/* After the gather's flush: take over freeing what it queued, to do
-	 * it later (after a grace period), and return true; or return false
-	 * and the gather frees now.  NULL: always now. */
-	bool (*defer_free)(struct smmu__gather *g);
+	/* After the gather's flush (of entries that CPUs with a bit in cpus
+	 * may have cached): take over freeing what it queued, to do it later
+	 * (after a grace period), and return true; or return false and the
+	 * gather frees now.  NULL: always now. */
+	bool (*defer_free)(struct smmu__gather *g, uint32_t cpus);
 	/* Advance mm's flush generation, then make every TLB of mm that may
 	 * hold a translation in [start, end) (all of them if full) drop it,
 	 * the calling CPU's included, before returning.  Only CPUs whose bit

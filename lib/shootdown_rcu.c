@@ -31,6 +31,18 @@
  * (or gone offline); each such reader compares after its announcement and
  * so sees the new generation and flushes before its next access.  Table
  * pages are freed after the same grace period, so no walk is in them.
+ *
+ * No grace period at all (strict: no wait; deferred: free now) when no
+ * CPU but the initiator may have cached the cleared entries: none in the
+ * mm's CPU list has its bit among the CPU bits the clears returned
+ * (pgtable.h: a walk sets its CPU's bit with the compare-and-swap that
+ * orders it with the clear, before it fills, so a CPU whose TLB holds an
+ * entry, or whose walk read it and will fill from it, has its bit there).
+ * Freeing table pages sets every bit: any walker may be in them.  A CPU
+ * that is not in the list holds the mm's entries only in an inactive TLB,
+ * which catches up from the flush log (step 1, before the list is read)
+ * before its first access, or joins the list after us and walks after our
+ * clears.  The same rule lets the signal back-end signal only those CPUs.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -65,7 +77,8 @@
  * call_rcu hands its rcu_head (and so our whole deferred batch) to the
  * worker thread through liburcu's lock-free queue, which TSan cannot see
  * either: the batch is released before call_rcu and acquired by the
- * callback.  (An initiator that is a CPU also releases gp_clock at its
+ * callback, and the callback releases gp_clock when it is done with the
+ * mm, for the barrier in smmu_mm_destroy.  (An initiator that is a CPU also releases gp_clock at its
  * quiescent states; one that is not - a collector thread - has only this.)
  */
 #if SMMU_TSAN
@@ -166,18 +179,32 @@ void smmu__rcu_block_end(struct smmu__cpu *c)
 	cpu_online(c);
 }
 
-/* No CPU of mm exists: no walk is in its tables and no active TLB holds
- * its entries, so nothing needs a grace period (teardown, a collector
- * thread working on an mm whose CPUs all left).  A CPU that registers or
- * switches in later walks after our clear (it takes cpus_lock after us);
- * one that switches back to an inactive TLB of mm catches up from the
- * flush log, which this flush is already in, before its first access. */
-static bool no_cpus(struct smmu_mm *mm)
+/* Whether a CPU of mm other than the caller may hold or be about to fill
+ * a translation from entries whose clears returned the CPU bits cpus
+ * (the rule at the top).  With every bit (table pages freed), whether mm
+ * has any CPU at all: with none (teardown, a collector thread working on
+ * an mm whose CPUs all left) no walk is in its tables; a CPU that
+ * registers or switches in later takes cpus_lock after us, so walks after
+ * our clears. */
+static bool others_may_cache(struct smmu_mm *mm, uint32_t cpus)
 {
+	struct smmu__cpu *self = smmu__cpu_self();
+	bool any = false;
 	pthread_mutex_lock(&mm->cpus_lock);
-	bool none = mm->nr_cpus == 0;
+	if (cpus == SMMU_CPUS_ALL) {
+		any = mm->nr_cpus != 0;
+	} else {
+		/* Counts per bit, not the CPUs' own state: that is written by
+		 * their threads all the time, and reading it would cost a
+		 * cache miss per CPU. */
+		uint32_t own = self && self->mm == mm ? smmu__cpu_bit(self->id) : 0;
+		for (uint32_t b = cpus; b && !any; b &= b - 1) {
+			unsigned i = (unsigned)__builtin_ctz(b);
+			any = mm->bit_cpus[i] > ((1u << i) == own ? 1u : 0u);
+		}
+	}
 	pthread_mutex_unlock(&mm->cpus_lock);
-	return none;
+	return any;
 }
 
 /* Wait for a grace period, offline if the caller is a CPU of an RCU mm
@@ -197,7 +224,6 @@ static void grace_period(struct smmu_mm *mm)
 
 static void rcu_flush(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, bool full, uint32_t cpus)
 {
-	(void)cpus; /* every reader passes a quiescent state anyway */
 	struct smmu__cpu *self = smmu__cpu_self();
 	if (full) {
 		start = 0;
@@ -211,10 +237,12 @@ static void rcu_flush(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, bo
 			self->seen_gen = gen;
 		} else {
 			smmu__tlb_flush_range_local(self, start, end);
+			if (self->seen_gen == gen - 1) /* nothing else to catch up on */
+				self->seen_gen = gen;
 		}
 	}
 	smmu__stat_add(mm, SMMU_STAT_shootdowns, 1);
-	if (mm->sd == &smmu__shootdown_rcu && !no_cpus(mm))
+	if (mm->sd == &smmu__shootdown_rcu && others_may_cache(mm, cpus))
 		grace_period(mm);
 }
 
@@ -235,14 +263,17 @@ static void deferred_free_cb(struct rcu_head *head)
 	smmu__gather_free_entries(d->mm, d->entries, d->n);
 	atomic_fetch_sub(&d->mm->deferred_frames, d->frames);
 	atomic_fetch_sub(&smmu__rcu_waiting, 1);
+	/* For smmu__rcu_barrier (urcu_qsbr_barrier, which TSan cannot see
+	 * either): this callback's uses of the mm come before its destroy. */
+	TSAN_QUIESCENT();
 	smmu__free(d, sizeof(*d) + d->n * sizeof(uint64_t));
 }
 
-static bool defer_free(struct smmu__gather *g)
+static bool defer_free(struct smmu__gather *g, uint32_t cpus)
 {
 	struct smmu_mm *mm = g->mm;
 	size_t frames = 0, n = smmu__gather_count(g, &frames);
-	if (!n || no_cpus(mm))
+	if (!n || !others_may_cache(mm, cpus))
 		return false; /* free now: nobody can reach it */
 	struct deferred_free *d = NULL;
 	if (atomic_load(&mm->deferred_frames) + frames <= mm->deferred_max)
@@ -292,6 +323,7 @@ const struct smmu__shootdown_ops smmu__shootdown_rcu = {
 
 const struct smmu__shootdown_ops smmu__shootdown_rcu_deferred = {
 	.name = "rcu-deferred",
+	.lazy_flush = true,
 	.cpu_attach = cpu_attach,
 	.cpu_detach = cpu_detach,
 	.cpu_offline = cpu_offline,

@@ -35,9 +35,9 @@ uint64_t smmu__now_ns(void)
 
 void smmu__stall_clear(struct smmu__cpu *c)
 {
-	atomic_store_explicit(&c->last_qs_ns, smmu__now_ns(), memory_order_relaxed);
-	if (atomic_load_explicit(&c->stall_reported, memory_order_relaxed))
-		atomic_store_explicit(&c->stall_reported, false, memory_order_relaxed);
+	/* Only the owner writes the count: no read-modify-write needed. */
+	uint64_t n = atomic_load_explicit(&c->qs_count, memory_order_relaxed);
+	atomic_store_explicit(&c->qs_count, n + 1, memory_order_relaxed);
 }
 
 static void default_report(struct smmu_mm *mm, unsigned cpu_id, uint64_t stalled_ns, void *arg)
@@ -50,22 +50,31 @@ static void default_report(struct smmu_mm *mm, unsigned cpu_id, uint64_t stalled
 		cpu_id, (void *)mm, stalled_ns / 1000000);
 }
 
+/* Sample every CPU's quiescent-state count: one that has not moved since
+ * the sample that first saw it, stall_ns or more ago, is stalled (so a
+ * stall is seen up to a quarter of stall_ns late, and its age is a lower
+ * bound).  Sampled always; reported only while something waits. */
 static void check(struct smmu_mm *mm, struct smmu__watchdog *w)
 {
-	if (!atomic_load(&smmu__rcu_waiting))
-		return; /* nobody waits: a quiet CPU stalls nothing */
+	bool waiting = atomic_load(&smmu__rcu_waiting) != 0; /* else a quiet CPU stalls nothing */
 	unsigned ids[MAX_REPORTS];
 	uint64_t ages[MAX_REPORTS];
 	size_t n = 0;
 	uint64_t now = smmu__now_ns();
 	pthread_mutex_lock(&mm->cpus_lock);
-	for (struct smmu__cpu *c = mm->cpus; c && n < MAX_REPORTS; c = c->next) {
-		uint64_t last = atomic_load_explicit(&c->last_qs_ns, memory_order_relaxed);
-		if (!atomic_load(&c->online) || now < last || now - last < w->stall_ns ||
-		    atomic_exchange(&c->stall_reported, true))
+	for (struct smmu__cpu *c = mm->cpus; c; c = c->next) {
+		uint64_t q = atomic_load_explicit(&c->qs_count, memory_order_relaxed);
+		if (q != c->wd_count || !c->wd_since_ns || !atomic_load(&c->online)) {
+			c->wd_count = q;
+			c->wd_since_ns = now;
+			c->stall_reported = false;
 			continue;
+		}
+		if (!waiting || n == MAX_REPORTS || now - c->wd_since_ns < w->stall_ns || c->stall_reported)
+			continue;
+		c->stall_reported = true;
 		ids[n] = c->id;
-		ages[n++] = now - last;
+		ages[n++] = now - c->wd_since_ns;
 	}
 	pthread_mutex_unlock(&mm->cpus_lock);
 	for (size_t i = 0; i < n; i++)

@@ -4,10 +4,11 @@
 
 /*
  * Stall reports for the RCU modes: a watchdog thread per RCU-mode mm wakes
- * every quarter of the stall time; while something waits for a grace
- * period (a thread in a grace-period wait, or deferred frees pending), it
- * reports each online CPU whose last quiescent state is older than the
- * stall time - once, until that CPU passes a quiescent state again.
+ * every quarter of the stall time and samples each CPU's count of
+ * quiescent states (a quiescent state only counts: it reads no clock);
+ * while something waits for a grace period (a thread in a grace-period
+ * wait, or deferred frees pending), it reports each online CPU whose count
+ * has not moved for the stall time or more - once, until it moves again.
  * Lock order: the watchdog takes mm->cpus_lock alone and calls the
  * callback with no lock held.
  */

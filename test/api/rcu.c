@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Shootdown by RCU grace periods (liburcu QSBR): strict and deferred mode,
- * quiescent states, the deferred backlog bound, coexistence with an
+ * quiescent states, no grace period for entries only the caller cached,
+ * the deferred backlog bound, coexistence with an
  * application's own liburcu, and the configuration's bad input.
  */
 #include <criterion/criterion.h>
@@ -52,8 +53,9 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* A CPU that caches page 3, then runs quiescent states (or not) until told
- * to check page 3 again. */
+/* A CPU that caches page 3 and pages [8, 56), then loads page 5 and runs
+ * quiescent states (or not) until told to check page 3 again.  It never
+ * caches pages 56..63. */
 struct reader {
 	pthread_t t;
 	atomic_int ready, quiesce, check, done;
@@ -67,6 +69,8 @@ static void *reader_main(void *arg)
 	uint64_t v;
 	cr_assert_eq(smmu_cpu_register(mm, &cpu), 0);
 	cr_assert_eq(smmu_try_load64(cpu, base + 3 * PAGE, &v), 0);
+	for (unsigned p = 8; p < 56; p++)
+		smmu_load64(cpu, base + p * PAGE);
 	atomic_store(&r->ready, 1);
 	while (!atomic_load(&r->check)) {
 		if (atomic_load(&r->quiesce))
@@ -148,6 +152,84 @@ Test(rcu, deferred_backlog_is_bounded, .timeout = 60)
 	struct smmu_stats st = stats();
 	cr_assert_gt(st.deferred_bound_waits, 0, "the backlog never hit its bound of 4 frames");
 	cr_assert_gt(st.deferred_frees, 0);
+	atomic_store(&r.check, 1);
+	pthread_join(r.t, NULL);
+	teardown();
+}
+
+/* No CPU but the caller can have cached a page the reader never touched:
+ * no grace period to wait for (strict) or to free after (deferred), even
+ * while the reader never passes a quiescent state; and the caller may be a
+ * CPU that cached it. */
+static void unmap_uncached(enum smmu_shootdown_mode mode, bool caller_is_cpu)
+{
+	setup_mode(mode, 0);
+	struct reader r = { 0 };
+	reader_start(&r, false);
+	struct smmu_cpu *self = NULL;
+	if (caller_is_cpu) {
+		cr_assert_eq(smmu_cpu_register(mm, &self), 0);
+		smmu_load64(self, base + 60 * PAGE);
+	}
+	size_t free0 = smmu_pool_free_frames(pool);
+	struct smmu_stats before = stats();
+	cr_assert_eq(smmu_munmap(mm, base + 60 * PAGE, PAGE), 0);
+	struct smmu_stats after = stats();
+	cr_assert_eq(smmu_pool_free_frames(pool), free0 + 1, "the frame was not freed at once");
+	cr_assert_eq(after.grace_periods, before.grace_periods);
+	cr_assert_eq(after.deferred_frees, before.deferred_frees);
+	cr_assert_eq(after.shootdowns - before.shootdowns, 1);
+	if (self) {
+		uint64_t v;
+		cr_assert_eq(smmu_try_load64(self, base + 60 * PAGE, &v), -EFAULT, "the caller's own entry survived");
+		/* A page the reader did cache still waits (strict) or defers. */
+		cr_assert_eq(smmu_cpu_offline(self), 0);
+	}
+	atomic_store(&r.quiesce, 1);
+	cr_assert_eq(smmu_munmap(mm, base + 9 * PAGE, PAGE), 0);
+	struct smmu_stats last = stats();
+	if (mode == SMMU_SHOOTDOWN_RCU)
+		cr_assert_eq(last.grace_periods - after.grace_periods, 1);
+	else
+		cr_assert_eq(last.deferred_frees - after.deferred_frees, 1);
+	atomic_store(&r.check, 1);
+	pthread_join(r.t, NULL);
+	if (self)
+		cr_assert_eq(smmu_cpu_unregister(self), 0);
+	teardown();
+}
+
+Test(rcu, strict_munmap_of_a_page_no_other_cpu_cached_waits_for_nothing, .timeout = 30)
+{
+	unmap_uncached(SMMU_SHOOTDOWN_RCU, false);
+	unmap_uncached(SMMU_SHOOTDOWN_RCU, true);
+}
+
+Test(rcu, deferred_munmap_of_a_page_no_other_cpu_cached_frees_at_once, .timeout = 30)
+{
+	unmap_uncached(SMMU_SHOOTDOWN_RCU_DEFERRED, false);
+	unmap_uncached(SMMU_SHOOTDOWN_RCU_DEFERRED, true);
+}
+
+/* Deferred mode: a reader keeps the moved page's old entry until its next
+ * quiescent state, so the reader's CPU bit moves with the frame and
+ * unmapping the new address still waits for it. */
+Test(rcu, deferred_unmap_after_a_move_waits_for_the_old_address_reader, .timeout = 30)
+{
+	setup_mode(SMMU_SHOOTDOWN_RCU_DEFERRED, 0);
+	struct reader r = { 0 };
+	reader_start(&r, false); /* has page 10 cached, no quiescent state */
+	cr_assert_eq(smmu_munmap(mm, base + 60 * PAGE, PAGE), 0); /* never cached: freed now */
+	cr_assert_eq(smmu_mremap(mm, base + 10 * PAGE, PAGE, base + 60 * PAGE, 0), 0);
+	size_t free0 = smmu_pool_free_frames(pool);
+	struct smmu_stats before = stats();
+	cr_assert_eq(smmu_munmap(mm, base + 60 * PAGE, PAGE), 0);
+	cr_assert_eq(smmu_pool_free_frames(pool), free0, "freed while the reader may still use its old address");
+	cr_assert_eq(stats().deferred_frees - before.deferred_frees, 1);
+	atomic_store(&r.quiesce, 1);
+	for (int i = 0; i < 500 && smmu_pool_free_frames(pool) == free0; i++)
+		sleep_ms(10);
+	cr_assert_eq(smmu_pool_free_frames(pool), free0 + 1, "the frame never came back");
 	atomic_store(&r.check, 1);
 	pthread_join(r.t, NULL);
 	teardown();

@@ -442,6 +442,50 @@ Test(pool, free_unused_goes_to_cache_or_shared)
 	rmpool(pool);
 }
 
+Test(pool, put_frames_to_a_cache_keeps_at_most_two_chains_there)
+{
+	struct smmu_pool *pool = mkpool(NULL, 256, 4096, SMMU_POOL_POISON);
+	struct smmu__pcache a;
+	smmu__pcache_attach(pool, &a);
+	uint32_t held[200];
+	for (int i = 0; i < 200; i++)
+		held[i] = alloc1(pool, NULL, false); /* the shared list: 56 left */
+	cr_assert_eq(pool->nfree_shared, 56);
+	cr_assert_eq(a.count, 0);
+	/* One frame: into the cache, first out again, and poisoned. */
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held, 1), 1);
+	cr_assert_eq(a.count, 1);
+	cr_assert_eq(a.head, held[0]);
+	cr_assert_eq(pool->nfree_shared, 56);
+	cr_assert_eq(((const unsigned char *)smmu__frame_host(pool, held[0]))[0], SMMU_POISON_BYTE);
+	cr_assert_eq(alloc1(pool, &a, false), held[0]);
+	cr_assert_eq(a.count, 0);
+	/* A chain fits; more than one chain at once goes to the shared list. */
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held + 1, SMMU_POOL_CHAIN), SMMU_POOL_CHAIN);
+	cr_assert_eq(a.count, SMMU_POOL_CHAIN);
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held + 1 + SMMU_POOL_CHAIN, SMMU_POOL_CHAIN + 1),
+		     SMMU_POOL_CHAIN + 1);
+	cr_assert_eq(a.count, SMMU_POOL_CHAIN);
+	cr_assert_eq(pool->nfree_shared, 56 + SMMU_POOL_CHAIN + 1);
+	/* Up to two chains in the cache, then the shared list again. */
+	size_t at = 2 + 2 * SMMU_POOL_CHAIN;
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held + at, 60), 60);
+	cr_assert_eq(a.count, SMMU_POOL_CHAIN + 60);
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held + at + 60, 5), 5);
+	cr_assert_eq(a.count, SMMU_POOL_CHAIN + 60, "the cache grew past two chains");
+	cr_assert_eq(pool->nfree_shared, 56 + SMMU_POOL_CHAIN + 1 + 5);
+	/* Frames still mapped elsewhere are not freed, into the cache or not. */
+	smmu__pool_get(pool, held[0]);
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held, 1), 0);
+	cr_assert_eq(a.count, SMMU_POOL_CHAIN + 60);
+	cr_assert_eq(smmu__pool_put_frames_to(pool, &a, held, 1), 1);
+	cr_assert_eq(smmu__pool_put_frames(pool, held + at + 65, 200 - (at + 65)), 200 - (at + 65));
+	cr_assert_eq(smmu_pool_free_frames(pool), 256);
+	check_pool(pool, NULL);
+	smmu__pcache_detach(&a);
+	rmpool(pool);
+}
+
 /* ---------------------------------------------------------- refcounts */
 
 Test(pool, get_then_put_twice_frees_once)
