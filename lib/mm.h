@@ -74,12 +74,13 @@ struct smmu_mm {
 	struct smmu__watchdog *watchdog;      /* RCU: the stall watchdog, or NULL */
 
 	/* The last SMMU_FLUSH_LOG flushes, so that a CPU catching up (online,
-	 * quiescent) flushes their ranges, not everything.  Sync: log_lock;
-	 * flush_gen is advanced under it too. */
+	 * quiescent) flushes their ranges, not everything.  Sync: writers
+	 * hold log_lock (flush_gen is advanced under it too); readers take
+	 * no lock, each record is a sequence lock of its own (shootdown.c). */
 	pthread_mutex_t log_lock;
 	struct smmu__flush_rec {
-		uint64_t gen;
-		smmu_addr_t start, end;
+		_Atomic uint64_t gen; /* 0 while it is rewritten */
+		_Atomic smmu_addr_t start, end;
 	} log[SMMU_FLUSH_LOG];
 
 	/* Advanced by every flush; a CPU that comes online behind it flushes.
