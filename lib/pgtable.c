@@ -82,13 +82,12 @@ static bool table_empty(struct smmu__ptable *t, unsigned hint)
 	return true;
 }
 
-/* Clear leaves [from, to) of t and queue their frames (t may be unhooked
- * already, or being emptied whole).  Whether any entry was cleared. */
-static bool zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, smmu_addr_t base,
+/* Queue the frames of every leaf in a leaf table that was already unhooked
+ * (or is being emptied whole). */
+static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, smmu_addr_t base,
 			   unsigned from, unsigned to, bool unhooked)
 {
 	unsigned shift = mm->page_shift;
-	bool cleared = false;
 	for (unsigned i = from; i < to; i++) {
 		smmu_pte_t pte = atomic_load_explicit(&t->e[i], memory_order_relaxed);
 		if (!(pte & SMMU_PTE_HAS_FRAME))
@@ -101,19 +100,15 @@ static bool zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct sm
 			if (!(pte & SMMU_PTE_HAS_FRAME))
 				continue;
 		}
-		cleared = true;
 		if (pte & SMMU_PTE_PRESENT) {
 			smmu__gather_range(g, base + ((smmu_addr_t)i << shift), base + ((smmu_addr_t)(i + 1) << shift));
 			g->cpus |= smmu__pte_cpus(pte);
 		}
 		smmu__gather_frame(g, smmu__pte_frame(pte));
 	}
-	return cleared;
 }
 
-/* Zap [start, end) under t, a level-`level` table based at base; whether
- * an entry of t was cleared (only then can t have become empty). */
-static bool zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
+static void zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__ptable *t, unsigned level,
 		      smmu_addr_t base, smmu_addr_t start, smmu_addr_t end, bool unhooked)
 {
 	unsigned shift = mm->page_shift;
@@ -121,9 +116,10 @@ static bool zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 	unsigned first = smmu__pt_index_from(shift, level, base, start);
 	unsigned last = smmu__pt_index_from(shift, level, base, end - 1); /* inclusive */
 
-	if (level == 0)
-		return zap_leaf_table(mm, g, t, base, first, last + 1, unhooked);
-	bool cleared = false;
+	if (level == 0) {
+		zap_leaf_table(mm, g, t, base, first, last + 1, unhooked);
+		return;
+	}
 	for (unsigned i = first; i <= last; i++) {
 		smmu_pte_t e = atomic_load_explicit(&t->e[i], memory_order_acquire);
 		if (!e)
@@ -138,13 +134,11 @@ static bool zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 				atomic_store(&t->e[i], 0);
 			zap_level(mm, g, child, level - 1, cbase, cbase, cbase + span, true);
 		} else {
-			bool child_lost = zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
-			if (g->keep_tables || !child_lost ||
-			    !table_empty(child, smmu__pt_index_from(shift, level - 1, cbase, cs)))
+			zap_level(mm, g, child, level - 1, cbase, cs, ce, unhooked);
+			if (g->keep_tables || !table_empty(child, smmu__pt_index_from(shift, level - 1, cbase, cs)))
 				continue;
 			atomic_store(&t->e[i], 0);
 		}
-		cleared = true;
 		/* Walkers may hold the child until the flush, and may set their
 		 * bit in an unhooked table's entries after we read them: every
 		 * CPU of the mm is a target. */
@@ -153,7 +147,6 @@ static bool zap_level(struct smmu_mm *mm, struct smmu__gather *g, struct smmu__p
 		g->cpus = SMMU_CPUS_ALL;
 		smmu__gather_table(g, child);
 	}
-	return cleared;
 }
 
 void smmu__pt_zap(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end)

@@ -105,7 +105,6 @@ static inline unsigned smmu__pt_index(unsigned page_shift, smmu_addr_t addr, uns
 	return (unsigned)(addr >> (page_shift + SMMU_PT_ENTRY_BITS * level)) & (SMMU_PT_ENTRIES - 1);
 }
 
-/* Bytes of address covered by one entry at `level`. */
 /* Which entry of a level-`level` table based at base covers addr: a shift,
  * not a division by the span (the walkers run on every munmap). */
 static inline unsigned smmu__pt_index_from(unsigned page_shift, unsigned level, smmu_addr_t base, smmu_addr_t addr)
@@ -113,6 +112,7 @@ static inline unsigned smmu__pt_index_from(unsigned page_shift, unsigned level, 
 	return (unsigned)((addr - base) >> (page_shift + SMMU_PT_ENTRY_BITS * level));
 }
 
+/* Bytes of address covered by one entry at `level`. */
 static inline uint64_t smmu__pt_span(unsigned page_shift, unsigned level)
 {
 	return 1ull << (page_shift + SMMU_PT_ENTRY_BITS * level);
