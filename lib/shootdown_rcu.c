@@ -78,8 +78,9 @@
  * worker thread through liburcu's lock-free queue, which TSan cannot see
  * either: the batch is released before call_rcu and acquired by the
  * callback, and the callback releases gp_clock when it is done with the
- * mm, for the barrier in smmu_mm_destroy.  (An initiator that is a CPU also releases gp_clock at its
- * quiescent states; one that is not - a collector thread - has only this.)
+ * mm, for the barrier in smmu_mm_destroy.  (An initiator that is a CPU
+ * also releases gp_clock at its quiescent states; one that is not - a
+ * collector thread - has only this.)
  */
 #if SMMU_TSAN
 #include <sanitizer/tsan_interface.h>
