@@ -87,6 +87,7 @@ static void resize(struct smmu__cpu *c, size_t n)
 	if (c->tlb->spare) /* of the old size: useless now */
 		smmu__free(c->tlb->spare, old_n * sizeof(struct smmu_tlb_entry));
 	c->tlb->spare = NULL;
+	c->tlb->steady = false;
 	c->tlb->entries = n;
 	c->tlb->misses = 0;
 	c->tlb->fills = 0;
@@ -133,11 +134,15 @@ void smmu__tlb_fill(struct smmu__cpu *c, smmu_addr_t granule, void *host, bool w
 }
 
 /* Make the clean spare the active table (see tlb.h); false when there is
- * no spare and none could be allocated. */
+ * no spare yet (the size is not steady, or no memory): clear in place. */
 static bool swap_in_spare(struct smmu__cpu *c)
 {
 	struct smmu__tlb *t = c->tlb;
 	if (!t->spare) {
+		if (!t->steady) {
+			t->steady = true; /* clear in place this time (tlb.h) */
+			return false;
+		}
 		t->spare = smmu__tlb_table_alloc(t->entries);
 		if (!t->spare)
 			return false;

@@ -29,8 +29,11 @@
  * a memset of megabytes - and the old table becomes the spare, scrubbed a
  * slice per miss (SMMU_TLB_SCRUB_SLICE entries) on the owner thread.  A
  * full flush that finds the spare not yet clean finishes scrubbing it
- * first, so it never costs more than the memset it replaces.  The price is
- * memory: a big TLB keeps two tables.  The handler's full flush
+ * first, so it never costs more than the memset it replaces.  The spare is
+ * allocated at the second such flush at one size (steady), not the first:
+ * a TLB whose size keeps changing would pay a fresh allocation, page
+ * faults included, at every flush.  The price is memory: a big TLB keeps
+ * two tables.  The handler's full flush
  * (smmu__tlb_flush_all_in_handler) always clears in place: the thread it
  * interrupted may be in the middle of a swap or a resize.
  *
@@ -72,6 +75,7 @@ struct smmu__tlb {
 	uint32_t fill_log[SMMU_TLB_FILL_LOG];
 	struct smmu_tlb_entry *spare; /* see the invariants */
 	size_t scrub_pos;
+	bool steady; /* a big full flush cleared the table in place since its last resize */
 };
 
 struct smmu__cpu;

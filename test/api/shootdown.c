@@ -52,7 +52,7 @@ static void sleep_ms(int ms)
 }
 
 /* A CPU thread that a test steers through `cmd`; it answers with `state`. */
-enum { CMD_NONE, CMD_LOAD, CMD_TOUCH, CMD_OFFLINE, CMD_ONLINE, CMD_SPIN, CMD_EXIT };
+enum { CMD_NONE, CMD_LOAD, CMD_TOUCH, CMD_FLUSH, CMD_OFFLINE, CMD_ONLINE, CMD_SPIN, CMD_EXIT };
 struct peer {
 	pthread_t t;
 	atomic_int cmd, state;
@@ -84,6 +84,9 @@ static void *peer_main(void *arg)
 		case CMD_TOUCH:
 			for (size_t i = 0; i < p->pages; i++)
 				smmu_load64(cpu, p->addr + i * PAGE);
+			break;
+		case CMD_FLUSH:
+			cr_assert_eq(smmu_tlb_flush_all(cpu), 0);
 			break;
 		case CMD_OFFLINE:
 			smmu_cpu_offline(cpu);
@@ -167,6 +170,10 @@ Test(shootdown, handler_clears_a_big_tlb_in_place, .init = setup, .fini = teardo
 	peer_start_tlb(&p, false, 1u << 14);
 	p.addr = big;
 	p.pages = N;
+	/* A full flush on the peer's own thread first: the TLB's size is then
+	 * steady, and a second full flush there would swap tables (tlb.h). */
+	peer_do(&p, CMD_TOUCH);
+	peer_do(&p, CMD_FLUSH);
 	peer_do(&p, CMD_TOUCH);
 	const struct smmu_tlb_entry *table = p.cpu->tlb;
 	struct smmu_stats before = stats();

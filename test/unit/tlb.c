@@ -488,12 +488,24 @@ static void fill_spread(struct smmu__cpu *c, unsigned n, unsigned salt)
 		fill(c, (smmu_addr_t)((i * 97 + salt) % c->tlb->entries) << SMMU_TLB_GRANULE_SHIFT, (i + salt) & 1);
 }
 
-/* A fixed TLB of `entries` with 1000 entries filled; returns its table. */
+/* A fixed TLB of `entries` that had one full flush (so a big one is
+ * steady: its next full flush swaps), with 1000 entries filled; returns
+ * its table. */
+static struct smmu_tlb_entry *make_steady(struct smmu__cpu *c)
+{
+	struct smmu_tlb_entry *t = c->pub.tlb;
+	fill_spread(c, 1000, 0);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_eq(c->pub.tlb, t, "the first full flush at a size swapped");
+	cr_assert_null(c->tlb->spare, "the first full flush at a size allocated a spare");
+	fill_spread(c, 1000, 0);
+	return t;
+}
+
 static struct smmu_tlb_entry *filled_env(struct env *e, size_t entries)
 {
 	env_init(e, entries, entries);
-	fill_spread(e->c, 1000, 0);
-	return e->c->pub.tlb;
+	return make_steady(e->c);
 }
 
 static bool all_invalid(const struct smmu_tlb_entry *t, size_t from, size_t to)
@@ -549,9 +561,8 @@ Test(tlb, big_flush_all_swaps_in_a_clean_spare_and_misses_scrub_the_old)
 Test(tlb, big_flush_all_before_the_scrub_ends_finishes_it_first)
 {
 	struct env e;
-	env_init(&e, BIG, BIG);
+	struct smmu_tlb_entry *a = filled_env(&e, BIG);
 	struct smmu__cpu *c = e.c;
-	struct smmu_tlb_entry *a = c->pub.tlb;
 	fill_spread(c, BIG, 0); /* every entry valid */
 	smmu__tlb_flush_all_local(c);
 	for (int i = 0; i < 10; i++)
@@ -609,16 +620,23 @@ Test(tlb, resizing_frees_the_spare)
 	struct env e;
 	env_init(&e, BIG, 2 * BIG);
 	struct smmu__cpu *c = e.c;
-	fill_spread(c, 1000, 0);
+	make_steady(c);
 	smmu__tlb_flush_all_local(c);
 	cr_assert_not_null(c->tlb->spare);
 	for (size_t i = 0; i < 2 * BIG; i++)
 		miss(c);
 	cr_assert_eq(c->tlb->entries, 2 * BIG);
 	cr_assert_null(c->tlb->spare, "the spare of the old size was kept");
+	/* A new size is not steady yet: the first flush clears in place. */
+	struct smmu_tlb_entry *t = c->pub.tlb;
+	fill_spread(c, 1000, 0);
+	smmu__tlb_flush_all_local(c);
+	cr_assert_eq(c->pub.tlb, t);
+	cr_assert_null(c->tlb->spare);
 	fill_spread(c, 1000, 0);
 	smmu__tlb_flush_all_local(c);
 	cr_assert_not_null(c->tlb->spare);
+	cr_assert_neq(c->pub.tlb, t);
 	cr_assert_eq(check_tlb(c), 0);
 	env_fini(&e); /* the leak check counts the spare of the new size */
 }
@@ -626,11 +644,10 @@ Test(tlb, resizing_frees_the_spare)
 Test(tlb, an_inactive_address_space_keeps_and_frees_its_spare)
 {
 	struct env e;
-	env_init(&e, BIG, BIG);
+	filled_env(&e, BIG);
 	struct smmu__cpu *c = e.c;
 	struct smmu_mm *other;
 	cr_assert_eq(smmu_mm_create(e.pool, &other), 0);
-	fill_spread(c, 1000, 0);
 	smmu__tlb_flush_all_local(c);
 	struct smmu__tlb *first = c->tlb;
 	cr_assert_not_null(first->spare);
