@@ -7,7 +7,9 @@
 # pan.  "pass" checks are exhaustive and must end with errors: 0, a
 # completed search and no depth truncation; "fail:assert" / "fail:end"
 # checks run a deliberately broken variant and must find an assertion
-# violation / an invalid end state (deadlock); "bounded" checks run as far
+# violation / an invalid end state (deadlock) - or, named *-HOLE, the code
+# as it is where spin finds a bug in it (README.md, "Found"; the matching
+# *-fixN check runs a candidate fix); "bounded" checks run as far
 # as a time and memory bound allows and must find no error.  One line per
 # check; exit status 1 on any unexpected result.  -j: checks in parallel
 # (default 2: the machines have two cores).  -k: keep the work directory
@@ -43,34 +45,62 @@ BOUND_SECONDS=15
 # probes (PROBE=N: spin must reach each situation the passes rely on).
 CHECKS=(
 	# the longest first: two at a time, it then overlaps all the others
-	"quick|sig-3cpu-2init        |signal.pml|pass       |-DNCPU=3 -DNINIT=2 -DNCI=2 -DNACC=1 -DCYCLE=0|-DCOLLAPSE"
-	"quick|sig-2cpu-2init        |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=2 -DNACC=2 -DCYCLE=1|-DCOLLAPSE"
-	"quick|sig-2cpu-collector    |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0|-DCOLLAPSE"
-	"full |sig-2cpu-collector-cyc|signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1|-DCOLLAPSE"
-	"quick|sig-3cpu-2init-cyc    |signal.pml|bounded    |-DNCPU=3 -DNINIT=2 -DNCI=2 -DNACC=1 -DCYCLE=1|-DBITSTATE -w28"
-	"quick|sig-break1-no-defer   |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=1|-DCOLLAPSE"
-	"quick|sig-break2-ack-store  |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=2|-DCOLLAPSE"
-	"quick|sig-break3-clear-late |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=3|-DCOLLAPSE"
-	"quick|sig-break4-flag-first |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=4|-DCOLLAPSE"
-	"quick|sig-break6-online-late|signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=2 -DNACC=2 -DCYCLE=1 -DBREAK=6|-DCOLLAPSE"
-	"quick|sig-break7-exit-order |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=7|-DCOLLAPSE"
-	"quick|rcu-strict            |rcu.pml   |pass       |-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
-	"quick|rcu-deferred          |rcu.pml   |pass       |-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
-	"full |rcu-deferred-cyc      |rcu.pml   |pass       |-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=1 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
-	"full |rcu-deferred-bound    |rcu.pml   |pass       |-DDEFERRED=1 -DBOUND=1 -DNCPU=2 -DNINIT=2 -DNACC=1 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
-	"full |reach-sig-1-defer     |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"
-	"full |reach-sig-2-exit-slow |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=2|-DCOLLAPSE"
-	"full |reach-sig-3-torn-take |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=3|-DCOLLAPSE"
-	"full |reach-sig-4-merged    |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=4|-DCOLLAPSE"
-	"full |reach-sig-5-offline   |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=5|-DCOLLAPSE"
-	"full |reach-sig-6-catch-up  |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=6|-DCOLLAPSE"
-	"full |reach-sig-7-sig-in-hdl|signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=7|-DCOLLAPSE"
-	"full |reach-sig-8-old-ack   |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=8|-DCOLLAPSE"
-	"full |reach-rcu-1-catch-up  |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"
-	"full |reach-rcu-2-reader-qs |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=2|-DCOLLAPSE"
-	"quick|rcu-break5-qs-order   |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DBREAK=5|-DCOLLAPSE"
-	"quick|rcu-break6-online-ord |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DBREAK=6|-DCOLLAPSE"
-	"quick|rcu-deferred-break5   |rcu.pml   |fail:assert|-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=5|-DCOLLAPSE"
+	"full |rcu-deferred-move-2init|rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"quick|sig-3cpu-2init         |signal.pml|pass       |-DNCPU=3 -DNINIT=2 -DNCI=2 -DNACC=1 -DCYCLE=0|-DCOLLAPSE"
+	"quick|sig-2cpu-2init         |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=2 -DNACC=2 -DCYCLE=1|-DCOLLAPSE"
+	"quick|sig-2cpu-collector     |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |sig-2cpu-collector-cyc |signal.pml|pass       |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|sig-3cpu-2init-cyc     |signal.pml|bounded    |-DNCPU=3 -DNINIT=2 -DNCI=2 -DNACC=1 -DCYCLE=1|-DBITSTATE -w28"
+	"quick|sig-break1-no-defer    |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=1|-DCOLLAPSE"
+	"quick|sig-break2-ack-store   |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=2|-DCOLLAPSE"
+	"quick|sig-break3-clear-late  |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=3|-DCOLLAPSE"
+	"quick|sig-break4-flag-first  |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=4|-DCOLLAPSE"
+	"quick|sig-break6-online-late |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=2 -DNACC=2 -DCYCLE=1 -DBREAK=6|-DCOLLAPSE"
+	"quick|sig-break7-exit-order  |signal.pml|fail:end   |-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=0 -DBREAK=7|-DCOLLAPSE"
+	"quick|rcu-strict             |rcu.pml   |pass       |-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-deferred           |rcu.pml   |pass       |-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |rcu-deferred-cyc       |rcu.pml   |pass       |-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=1 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"full |rcu-deferred-bound     |rcu.pml   |pass       |-DDEFERRED=1 -DBOUND=1 -DNCPU=2 -DNINIT=2 -DNACC=1 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	# mremap of page 0 to an empty slot by CPU 0, which then unmaps it
+	# (rcu-*-move), or CPU 1 unmaps it (rcu-*-move-other)
+	"quick|rcu-strict-move        |rcu.pml   |pass       |-DMOVE=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-deferred-move      |rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-strict-move-other  |rcu.pml   |pass       |-DMOVE=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	# the code as it is: a CPU's own bit on a moved PTE is left out of the
+	# skip, but it stands for the CPU's entry at the old address (README)
+	"quick|rcu-def-move-other-HOLE|rcu.pml   |fail:assert|-DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"quick|rcu-def-move-other-fix1|rcu.pml   |pass       |-DFIX=1 -DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |rcu-def-move-oth-fix1-c|rcu.pml   |pass       |-DFIX=1 -DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	# mprotect of page 0 to PROT_NONE by CPU 0 before it unmaps it; the
+	# code as it is: the unmap ignores the bits of a PROTNONE entry (README)
+	"quick|rcu-strict-mprot       |rcu.pml   |pass       |-DMPROT=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-def-mprot-HOLE     |rcu.pml   |fail:assert|-DMPROT=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-def-mprot-fix2     |rcu.pml   |pass       |-DFIX=2 -DMPROT=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"full |rcu-strict-move-2init  |rcu.pml   |pass       |-DMOVE=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |rcu-deferred-move-3cpu |rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DNCPU=3 -DNINIT=1 -DNACC=1 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |reach-sig-1-defer      |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"
+	"full |reach-sig-2-exit-slow  |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=2|-DCOLLAPSE"
+	"full |reach-sig-3-torn-take  |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=3|-DCOLLAPSE"
+	"full |reach-sig-4-merged     |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=4|-DCOLLAPSE"
+	"full |reach-sig-5-offline    |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=5|-DCOLLAPSE"
+	"full |reach-sig-6-catch-up   |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=6|-DCOLLAPSE"
+	"full |reach-sig-7-sig-in-hdl |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=7|-DCOLLAPSE"
+	"full |reach-sig-8-old-ack    |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=8|-DCOLLAPSE"
+	"full |reach-rcu-1-catch-up   |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"
+	"full |reach-rcu-2-reader-qs  |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=2|-DCOLLAPSE"
+	"full |reach-rcu-3-skip       |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=3|-DCOLLAPSE"
+	"full |reach-rcu-4-kept-bit   |rcu.pml   |fail:assert|-DMOVE=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=4|-DCOLLAPSE"
+	"full |reach-rcu-5-own-gen    |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=5|-DCOLLAPSE"
+	"full |unreach-rcu-4-strict   |rcu.pml   |pass       |-DMOVE=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1 -DPROBE=4|-DCOLLAPSE"
+	"quick|rcu-break5-qs-order    |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DBREAK=5|-DCOLLAPSE"
+	"quick|rcu-break6-online-ord  |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=1 -DBREAK=6|-DCOLLAPSE"
+	"quick|rcu-deferred-break5    |rcu.pml   |fail:assert|-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=5|-DCOLLAPSE"
+	"quick|rcu-def-break8-mv-bits |rcu.pml   |fail:assert|-DMOVE=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=8|-DCOLLAPSE"
+	"quick|rcu-break9-bit-late    |rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=9|-DCOLLAPSE"
+	"quick|rcu-def-break9-bit-late|rcu.pml   |fail:assert|-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=9|-DCOLLAPSE"
+	"quick|rcu-break10-skip-always|rcu.pml   |fail:assert|-DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=10|-DCOLLAPSE"
+	"quick|rcu-def-break10-skip   |rcu.pml   |fail:assert|-DDEFERRED=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=10|-DCOLLAPSE"
+	"quick|rcu-break11-mv-no-bits |rcu.pml   |fail:assert|-DMOVE=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0 -DBREAK=11|-DCOLLAPSE"
 )
 
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }

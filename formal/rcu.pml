@@ -6,11 +6,38 @@
  * No signal, no in-access marker: a CPU may hold any translation it filled
  * until its next quiescent state (smmu_quiescent), where it announces the
  * quiescent state and then catches up with the mm's flush generation.  An
- * initiator clears the PTE, advances the generation and then either waits
- * for a grace period before it frees (strict, DEFERRED=0) or hands the
- * frame to call_rcu, whose worker frees it after a grace period
- * (DEFERRED=1; when the backlog is at its bound the initiator waits for a
- * grace period itself: with BOUND=1 the model chooses either way).
+ * initiator clears the PTE (the exchange returns the CPU bits that walks
+ * set in it), advances the generation, flushes its own TLB and then:
+ *   strict (DEFERRED=0): waits for a grace period, then frees;
+ *   deferred (DEFERRED=1): hands the frame to call_rcu, whose worker frees
+ *   it after a grace period (when the backlog is at its bound the
+ *   initiator waits for a grace period itself and frees: with BOUND=1 the
+ *   model chooses either way);
+ * except that when no CPU on the mm's list other than the initiator has
+ * its bit among the collected bits (others_may_cache), strict does not
+ * wait and deferred frees at once.  A flush of everything (another gather
+ * in flight) counts every CPU that is registered at all (nr_cpus).
+ *
+ * CPU bits: a walk sets its CPU's bit with the compare-and-swap that also
+ * sets accessed, before it fills (one step with the walk's load: a CAS that
+ * fails walks again).  A CPU is on the list (reg 2) from registration until
+ * it starts unregistering; reg 1: off the list, still counted in nr_cpus.
+ *
+ * MOVE=1 adds mremap of one page: CPU 0 moves page 0 (frame 0) to the
+ * free page slot DST (exchange the source with 0, store the value at the
+ * destination, both under the mapping lock), then the move's own flush:
+ * generation, own TLB, and in strict mode a grace period when another
+ * listed CPU had a bit in the source.  Nothing is freed by the move.  In
+ * deferred mode (lazy_flush) the destination keeps the source's CPU bits;
+ * in strict mode it starts with none.  CPU DUNMAP later unmaps DST, which
+ * frees frame 0 (with the skip rule).
+ *
+ * MPROT=1 adds mprotect of page 0 to PROT_NONE by CPU 0 before it unmaps
+ * the page: the PTE keeps its frame and CPU bits, loses PRESENT (walks
+ * fault), and the range is flushed as for a clear (strict: a grace period
+ * when another listed CPU had a bit).  The unmap then takes the frame of
+ * the PROTNONE entry but, as zap_leaf_table does, neither its range nor
+ * its CPU bits.
  *
  * QSBR as liburcu 0.13 implements it on 64-bit: a grace-period counter gp
  * (never 0), a counter ctr[c] per reader (0: offline); a quiescent state
@@ -20,10 +47,12 @@
  * a reader that loads gp before the advance and stores it after is, for the
  * writer, a reader that announced before the advance.
  *
- * The world: NP = NINIT pages, page p mapped to frame p; CPU j < NINIT
- * unmaps page j once.  Every CPU makes NACC accesses and NQS quiescent
- * states, may go offline and online once (CYCLE), and unregisters at the
- * end (a QSBR reader must not stay online and silent for ever).
+ * The world: pages 0..NINIT-1 map frames 0..NINIT-1, page DST = NINIT
+ * (MOVE=1) starts empty; CPU j < NINIT unmaps page j once (CPU 0 moves
+ * page 0 instead when MOVE=1).  Every CPU makes NACC accesses and NQS
+ * quiescent states, may go offline and online once (CYCLE), and
+ * unregisters at the end (a QSBR reader must not stay online and silent
+ * for ever).
  *
  * Checked: no access goes through a translation to a freed frame
  * (assert), and no deadlock (invalid end states).
@@ -33,6 +62,22 @@
  *      quiescent state (lib/testhook.h rule 5)
  *   6  coming online compares the generation before it announces
  *      (urcu_qsbr_thread_online) - model-only
+ *   8  deferred mode: the move clears the destination's CPU bits (as
+ *      strict mode does: lazy_flush ignored)
+ *   9  the walk sets its CPU bit after the fill, with a CAS of its own,
+ *      not with the one that orders it with the clear
+ *  10  the skip ignores the bits: no grace period, free at once, always
+ *  11  the move leaves the source's CPU bits off its gather (its flush
+ *      then skips the grace period in strict mode)
+ *
+ * FIX=N: candidate fixes, model-only (not what lib/ does) for the two
+ * holes spin finds in the code as it is (README.md, "Found"):
+ *   1  the initiator's own flush, when it is behind by more than its own
+ *      generation, catches up with the whole log, so that its own bit may
+ *      be left out of others_may_cache even when it stands for an entry at
+ *      a moved page's old address (MOVE=1 DUNMAP=1 DEFERRED=1)
+ *   2  the unmap collects the CPU bits of a PROTNONE entry too (MPROT=1
+ *      DEFERRED=1)
  */
 
 #ifndef NCPU
@@ -56,6 +101,21 @@
 #ifndef BOUND
 #define BOUND 0              /* deferred: may find the backlog at its bound */
 #endif
+#ifndef MOVE
+#define MOVE 0               /* CPU 0 moves page 0 to DST, DST is unmapped */
+#endif
+#ifndef DUNMAP
+#define DUNMAP 0             /* the CPU that unmaps DST (after the move) */
+#endif
+#ifndef MPROT
+#define MPROT 0              /* CPU 0 mprotects page 0 to PROT_NONE before its munmap */
+#endif
+#if MOVE && MPROT
+#error "MOVE and MPROT both act on page 0: one at a time"
+#endif
+#ifndef FIX
+#define FIX 0
+#endif
 #ifndef BREAK
 #define BREAK 0
 #endif
@@ -64,24 +124,45 @@
 #endif
 #define REACHED(n, cond) assert(PROBE != (n) || !(cond))
 
-#define NP NINIT
+#define NP (NINIT + MOVE)    /* pages */
+#define NF NINIT             /* frames */
+#define SRC 0                /* the move's source page ... */
+#define DST NINIT            /* ... and destination page */
+#define NGEN (NINIT + MOVE + MPROT + 1) /* flush-log records: one flush per operation at most */
 #define NONE 255
 #define BIT(c) (1 << (c))
+#define CPUMASK (BIT(NCPU) - 1)
+#define PRESENT 128          /* PTE: PRESENT | HASFRAME | frame << 3 | CPU bits */
+#define HASFRAME 64          /* (SMMU_PTE_HAS_FRAME: present or PROTNONE; NCPU <= 3) */
+#define FRAME(w) (((w) >> 3) & 7)
 
-byte pte[NP] = 1;            /* 1: present (CPU bits: unused by RCU modes) */
-bool freed[NP];
+#if DEFERRED && BREAK != 8
+#define KEEP 255             /* lazy_flush: the moved PTE keeps its CPU bits */
+#else
+#define KEEP (255 - CPUMASK) /* the destination starts with no CPU bits */
+#endif
+
+byte pte[NP];                /* set up by init */
+bool freed[NF];
 byte tlb[NCPU * NP] = NONE;  /* tlb[c*NP + p]: frame cached for page p */
+bool mmlock;                 /* mm->lock, held exclusively by munmap / mremap */
+bool moved;                  /* the move stored the destination */
 
 byte flush_gen;
-byte log_s[NINIT + 1];
-byte log_e[NINIT + 1];
+byte log_s[NGEN];
+byte log_e[NGEN];
 byte flush_pending;
+
+/* The mm's CPU list as others_may_cache sees it (under cpus_lock: one
+ * step): 2 on the list (bit_cpus counts it), 1 unlinked but still in
+ * nr_cpus, 0 gone.  CPU c's bit is BIT(c) (ids < SMMU_PTE_CPUS_BITS). */
+byte reg[NCPU] = 2;
 
 /* liburcu QSBR */
 byte gp = 1;                 /* gp.ctr (URCU_QSBR_GP_ONLINE at start) */
 byte ctr[NCPU] = 1;          /* registered, online: ctr = gp */
 bool gp_lock;                /* serializes synchronize_rcu */
-byte cbq;                    /* call_rcu queue: pages whose frames wait */
+byte cbq;                    /* call_rcu queue: frames that wait */
 
 /* smmu__tlb_catch_up(), one step (see signal.pml). */
 inline catch_up()
@@ -136,7 +217,9 @@ inline grace_period()
 }
 
 /* An access to page p (access.h hit path, fault.c walk_fill).  Lookup and
- * hit are one step: the lookup is private. */
+ * hit are one step: the lookup is private.  The walk's PTE load and the
+ * compare-and-swap that sets accessed and our CPU bit are one step: a CAS
+ * that fails walks again, so it reaches what a later load would. */
 inline access()
 {
 	select(p : 0 .. NP - 1);
@@ -150,10 +233,30 @@ inline access()
 	if
 	:: ok -> ok = 0
 	:: else ->
-		w = pte[p];                      /* the walk's PTE load */
+#if BREAK == 9
+		w = pte[p];                      /* the walk's load, no bit yet */
+#else
+		atomic {
+			w = pte[p];              /* the walk's load and its CAS */
+			if
+			:: (w & PRESENT) && !(w & BIT(me)) -> pte[p] = w | BIT(me)
+			:: else -> skip
+			fi
+		};
+#endif
 		if
-		:: w -> atomic { tlb[me * NP + p] = p; assert(!freed[p]) }  /* fill, access */
-		:: else -> skip                  /* fault: -EFAULT */
+		:: w & PRESENT ->
+			atomic { f = FRAME(w); tlb[me * NP + p] = f; assert(!freed[f]); f = 0 };  /* fill, access */
+#if BREAK == 9
+			atomic {                 /* the bit's own CAS, after the fill */
+				if
+				:: pte[p] == w -> pte[p] = w | BIT(me)
+				:: else -> skip
+				fi
+			};
+#endif
+			skip
+		:: else -> skip                  /* fault: -EFAULT (PROTNONE: -EACCES) */
 		fi;
 		w = 0
 	fi;
@@ -185,68 +288,203 @@ inline offline_online()
 #endif
 }
 
-/* smmu_munmap of page me: zap, then gather_finish -> rcu_flush, then free
- * (strict) or defer_free (deferred). */
-inline munmap()
+/* others_may_cache(mm, cpus), under cpus_lock: one step.  `all` (the
+ * gather_finish flush of everything, cpus == SMMU_CPUS_ALL): any CPU
+ * registered at all (nr_cpus != 0, the caller included); else any CPU on
+ * the list, other than the caller, with its bit in gcpus. */
+inline others()
 {
-	flush_pending = flush_pending + 1;       /* smmu__gather_init */
-	atomic { w = pte[me]; pte[me] = 0 };     /* zap: exchange */
-	s = me; e = me + 1;
-	w = 0;
+	atomic {
+		any = 0; i = 0;
+		for (k : 0 .. NCPU - 1) {
+			if
+			:: all && reg[k] != 0 -> any = 1
+			:: !all && k != me && reg[k] == 2 && (gcpus & BIT(k)) -> any = 1
+			:: else -> skip
+			fi;
+			if
+			:: k != me && reg[k] == 2 -> i = 1
+			:: else -> skip
+			fi
+		};
+#if BREAK == 10
+		any = 0;
+#endif
+		REACHED(3, !any && i);           /* no grace period, another CPU listed */
+		k = 0; i = 0
+	}
+}
+
+/* What follows the clears of a gather: smmu__gather_finish ->
+ * smmu__gather_flush -> rcu_flush [-> defer_free] -> free_queued.  The
+ * gather holds the range [s, e) (s >= e: it cleared nothing), the CPU bits
+ * gcpus and the frame fr to free (NONE: none). */
+inline finish()
+{
 	all = (flush_pending > 1);               /* gather_finish */
 	if
 	:: all -> s = 0; e = NP
 	:: else -> skip
 	fi;
-	atomic { gen = flush_gen + 1; log_s[gen] = s; log_e[gen] = e; flush_gen = gen };
-	/* rcu_flush: our own TLB */
-	atomic {
-		for (k : 0 .. NP - 1) {
+	if
+	:: s < e ->
+		/* rcu_flush: smmu__flush_log ... */
+		atomic { gen = flush_gen + 1; log_s[gen] = s; log_e[gen] = e; flush_gen = gen };
+		/* ... our own TLB ... */
+		atomic {
+			for (k : 0 .. NP - 1) {
+				if
+				:: k >= s && k < e -> tlb[me * NP + k] = NONE
+				:: else -> skip
+				fi
+			};
+			k = 0;
 			if
-			:: k >= s && k < e -> tlb[me * NP + k] = NONE
+			:: all -> seen_gen = gen
+			:: !all && seen_gen == gen - 1 ->
+				REACHED(5, 1);   /* the shortcut: nothing else to catch up on */
+				seen_gen = gen
 			:: else -> skip
 			fi
 		};
-		k = 0;
+#if FIX == 1
 		if
-		:: all -> seen_gen = gen
+		:: seen_gen != gen -> catch_up()
+		:: else -> skip
+		fi;
+#endif
+		gen = 0;
+#if !DEFERRED
+		/* ... strict: a grace period if another CPU may cache */
+		others();
+		if
+		:: any -> any = 0; grace_period()
 		:: else -> skip
 		fi
-	};
-	gen = 0;
+#endif
+	:: else -> skip
+	fi;
 #if DEFERRED
-	/* gather_flush -> defer_free: to call_rcu, or, if BOUND lets the
-	 * backlog be at its bound, wait for a grace period and free now (the
-	 * strict path, which the strict model checks). */
+	/* gather_flush -> defer_free: nothing queued, or no other CPU may
+	 * cache: free now; else to call_rcu, or, if BOUND lets the backlog be
+	 * at its bound, wait for a grace period and free now. */
 	if
-	:: cbq = cbq | BIT(me)
+	:: fr != NONE ->
+		others();
+		if
+		:: any ->
+			any = 0;
+			if
+			:: cbq = cbq | BIT(fr); fr = NONE
 #if BOUND
-	:: grace_period(); freed[me] = 1
+			:: grace_period()
+#endif
+			fi
+		:: else -> skip
+		fi
+	:: else -> skip
+	fi;
+#endif
+	if
+	:: fr != NONE -> freed[fr] = 1           /* free_queued */
+	:: else -> skip
+	fi;
+	flush_pending = flush_pending - 1;
+	s = 0; e = 0; gcpus = 0; fr = 0; all = 0
+}
+
+/* smmu_munmap of page pg: under the mapping lock gather_init and the
+ * zap's exchange (the lock taken with the first, released with the last
+ * of those steps: only lockers see it), then the rest without the lock. */
+inline munmap(pg)
+{
+	atomic { !mmlock -> mmlock = 1; flush_pending = flush_pending + 1 };
+	atomic {
+		w = pte[pg]; pte[pg] = 0; mmlock = 0;
+#if PROBE == 4
+		/* the destination's clear returns the bit of another CPU that
+		 * holds the source's entry and none of the destination: a kept
+		 * bit at work */
+		for (k : 0 .. NCPU - 1) {
+			REACHED(4, MOVE && pg == DST && k != me && (w & PRESENT) && (w & BIT(k)) &&
+				tlb[k * NP + SRC] == FRAME(w) && tlb[k * NP + DST] == NONE)
+		};
+		k = 0
+#endif
+	};
+	/* zap_leaf_table: the range and the CPU bits of a present entry;
+	 * the frame of any entry that has one (PROTNONE too) */
+	if
+	:: w & PRESENT -> s = pg; e = pg + 1; gcpus = w & CPUMASK
+	:: else -> s = NP; e = 0
+#if FIX == 2
+		; gcpus = w & CPUMASK
 #endif
 	fi;
+	if
+	:: w & HASFRAME -> fr = FRAME(w)
+	:: else -> fr = NONE
+	fi;
+	w = 0;
+	finish()
+}
+
+/* smmu_mprotect of page SRC to PROT_NONE (pgtable.c change_prot_leaf):
+ * under the mapping lock gather_init and the compare-and-swap that drops
+ * PRESENT and keeps the frame and the CPU bits; the range and the old
+ * entry's bits go on the gather (record), no frame. */
+inline mprot()
+{
+	atomic { !mmlock -> mmlock = 1; flush_pending = flush_pending + 1 };
+	atomic { w = pte[SRC]; pte[SRC] = w & (255 - PRESENT); mmlock = 0 };
+	s = SRC; e = SRC + 1; gcpus = w & CPUMASK; fr = NONE;
+	w = 0;
+	finish()
+}
+
+/* smmu_mremap of page SRC to the empty page DST (remap.c move_pieces):
+ * under the mapping lock gather_init, exchange the source with 0, store
+ * the value at the destination (KEEP: with or without its CPU bits); the
+ * source's range and bits go on the gather, no frame. */
+inline move()
+{
+	atomic { !mmlock -> mmlock = 1; flush_pending = flush_pending + 1 };
+	atomic { w = pte[SRC]; pte[SRC] = 0 };
+	atomic { pte[DST] = w & KEEP; mmlock = 0; moved = 1 };
+	s = SRC; e = SRC + 1; fr = NONE;
+#if BREAK == 11
+	gcpus = 0;
 #else
-	grace_period();                          /* strict: wait, then free */
-	freed[me] = 1;
+	gcpus = w & CPUMASK;
 #endif
-	flush_pending = flush_pending - 1;
-	s = 0; e = 0; all = 0
+	w = 0;
+	finish()
 }
 
 proctype Cpu(byte me)
 {
-	byte p, f, w, s, e, k, i, r, gen, seen_gen, cover;
-	bool all, ok;
+	byte p, f, w, s, e, k, i, r, gen, seen_gen, cover, gcpus, fr;
+	bool all, ok, any;
 	byte nacc = NACC, nqs = NQS;
-	bool unmapped = (me >= NINIT), cycled = !CYCLE;
+	bool unmapped = (me >= NINIT || (MOVE && me == SRC)), cycled = !CYCLE;
+	bool moving = (MOVE && me == SRC), dunmap = (MOVE && me == DUNMAP);
+	bool protecting = (MPROT && me == SRC);
 
 	do
 	:: nacc > 0 -> nacc--; access()
 	:: nqs > 0 -> nqs--; quiescent()
-	:: !unmapped -> unmapped = 1; munmap()
+	:: !unmapped && !protecting -> unmapped = 1; munmap(me)
+	:: protecting -> protecting = 0; mprot()
+	:: moving -> moving = 0; move()
+	:: dunmap && moved && !moving -> dunmap = 0; munmap(DST)
 	:: !cycled -> cycled = 1; offline_online()
-	:: nacc == 0 && unmapped -> break
+	:: nacc == 0 && unmapped && !moving && !dunmap -> break
 	od;
-	ctr[me] = 0                              /* unregister: no longer a reader */
+	/* smmu_cpu_unregister: unlink under cpus_lock, cpu_detach
+	 * (urcu_qsbr_unregister_thread), nr_cpus-- under cpus_lock. */
+	reg[me] = 1;
+	ctr[me] = 0;
+	reg[me] = 0
 }
 
 #if DEFERRED
@@ -261,7 +499,7 @@ end_idle:
 	:: atomic { cbq != 0 -> batch = cbq; cbq = 0 };
 		synchronize();
 		atomic {
-			for (k : 0 .. NP - 1) {
+			for (k : 0 .. NF - 1) {
 				if
 				:: batch & BIT(k) -> freed[k] = 1
 				:: else -> skip
@@ -277,6 +515,9 @@ init
 {
 	byte c;
 	atomic {
+		for (c : 0 .. NINIT - 1) {
+			pte[c] = PRESENT | HASFRAME | (c << 3)  /* page c -> frame c, no CPU bits */
+		};
 		for (c : 0 .. NCPU - 1) {
 			run Cpu(c)
 		};
