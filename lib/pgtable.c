@@ -12,6 +12,7 @@
 #include "alloc.h"
 #include "gather.h"
 #include "mm.h"
+#include "shootdown.h"
 #include "util.h"
 
 _Atomic smmu_pte_t *smmu__pt_slot(struct smmu__ptable *root, unsigned page_shift, smmu_addr_t addr, unsigned at)
@@ -88,6 +89,10 @@ static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct sm
 			   unsigned from, unsigned to, bool unhooked)
 {
 	unsigned shift = mm->page_shift;
+	/* Under a lazy flush (shootdown.h) a CPU may still hold a PROTNONE
+	 * entry's old, accessible translation, as its kept CPU bits say: it
+	 * is flushed and waited for like a present one. */
+	const smmu_pte_t cached = mm->sd->lazy_flush ? SMMU_PTE_HAS_FRAME : SMMU_PTE_PRESENT;
 	for (unsigned i = from; i < to; i++) {
 		smmu_pte_t pte = atomic_load_explicit(&t->e[i], memory_order_relaxed);
 		if (!(pte & SMMU_PTE_HAS_FRAME))
@@ -100,7 +105,7 @@ static void zap_leaf_table(struct smmu_mm *mm, struct smmu__gather *g, struct sm
 			if (!(pte & SMMU_PTE_HAS_FRAME))
 				continue;
 		}
-		if (pte & SMMU_PTE_PRESENT) {
+		if (pte & cached) {
 			smmu__gather_range(g, base + ((smmu_addr_t)i << shift), base + ((smmu_addr_t)(i + 1) << shift));
 			g->cpus |= smmu__pte_cpus(pte);
 		}

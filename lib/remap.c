@@ -174,7 +174,11 @@ static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t 
 			 * No TLB holds the new address: the CPU bits start empty
 			 * (unless the flush is lazy: see the top). */
 			atomic_store_explicit(&dst[i], pte & keep, memory_order_release);
-			if (pte & SMMU_PTE_PRESENT) { /* a PROTNONE entry never reached a TLB */
+			/* A PROTNONE entry is in no TLB as such.  (Under a lazy flush
+			 * a CPU may still hold its old translation: the flush of the
+			 * mprotect is logged, and the kept bits make unmapping the
+			 * destination wait for that CPU.) */
+			if (pte & SMMU_PTE_PRESENT) {
 				smmu_addr_t at = from + off + (i << mm->page_shift);
 				smmu__gather_range(g, at, at + mm->page_size);
 				g->cpus |= smmu__pte_cpus(pte);

@@ -38,7 +38,11 @@
  * (pgtable.h: a walk sets its CPU's bit with the compare-and-swap that
  * orders it with the clear, before it fills, so a CPU whose TLB holds an
  * entry, or whose walk read it and will fill from it, has its bit there).
- * Freeing table pages sets every bit: any walker may be in them.  A CPU
+ * Freeing table pages sets every bit: any walker may be in them.  The
+ * caller's own bit is left out because its own TLB is flushed first - and
+ * caught up with every earlier flush, lazy ones included (rcu_flush).
+ * Under a lazy flush a moved entry keeps its bits (remap.c) and so does a
+ * PROTNONE one, whose bits the unmap collects (pgtable.c).  A CPU
  * that is not in the list holds the mm's entries only in an inactive TLB,
  * which catches up from the flush log (step 1, before the list is read)
  * before its first access, or joins the list after us and walks after our
@@ -238,8 +242,15 @@ static void rcu_flush(struct smmu_mm *mm, smmu_addr_t start, smmu_addr_t end, bo
 			self->seen_gen = gen;
 		} else {
 			smmu__tlb_flush_range_local(self, start, end);
-			if (self->seen_gen == gen - 1) /* nothing else to catch up on */
+			/* Behind on other flushes: catch up with them now.  A lazy
+			 * one (deferred mode) may have left this CPU an entry at a
+			 * moved page's old address, or a mprotect'ed page's old
+			 * permission, that only its own bit on our entries stands
+			 * for - and others_may_cache leaves that bit out. */
+			if (self->seen_gen == gen - 1)
 				self->seen_gen = gen;
+			else
+				smmu__tlb_catch_up(self);
 		}
 	}
 	smmu__stat_add(mm, SMMU_STAT_shootdowns, 1);

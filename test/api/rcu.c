@@ -60,6 +60,7 @@ struct reader {
 	pthread_t t;
 	atomic_int ready, quiesce, check, done;
 	int result;
+	uint64_t value; /* of the last load of page 3 */
 };
 
 static void *reader_main(void *arg)
@@ -77,7 +78,7 @@ static void *reader_main(void *arg)
 			cr_assert_eq(smmu_quiescent(cpu), 0);
 		smmu_load64(cpu, base + 5 * PAGE);
 	}
-	r->result = smmu_try_load64(cpu, base + 3 * PAGE, &v);
+	r->result = smmu_try_load64(cpu, base + 3 * PAGE, &r->value);
 	/* Leave: offline first, so nobody's grace period waits for us. */
 	cr_assert_eq(smmu_cpu_offline(cpu), 0);
 	atomic_store(&r->done, 1);
@@ -232,6 +233,70 @@ Test(rcu, deferred_unmap_after_a_move_waits_for_the_old_address_reader, .timeout
 	cr_assert_eq(smmu_pool_free_frames(pool), free0 + 1, "the frame never came back");
 	atomic_store(&r.check, 1);
 	pthread_join(r.t, NULL);
+	teardown();
+}
+
+#define POISON64 0x6b6b6b6b6b6b6b6bull /* SMMU_POOL_POISON's byte, 8 times */
+
+/* Deferred mode: a mprotect(PROT_NONE) is lazy too, so a reader may still
+ * hold the old entry; its bit stays on the PROTNONE entry, and unmapping
+ * it (here, or at the address it was moved to) waits for the reader. */
+static void unmap_protnone(bool move)
+{
+	setup_mode(SMMU_SHOOTDOWN_RCU_DEFERRED, 0);
+	struct reader r = { 0 };
+	reader_start(&r, false); /* has page 3 cached, no quiescent state */
+	cr_assert_eq(smmu_mprotect(mm, base + 3 * PAGE, PAGE, SMMU_PROT_NONE), 0);
+	smmu_addr_t at = base + 3 * PAGE;
+	if (move) {
+		cr_assert_eq(smmu_munmap(mm, base + 60 * PAGE, PAGE), 0);
+		cr_assert_eq(smmu_mremap(mm, at, PAGE, base + 60 * PAGE, 0), 0);
+		at = base + 60 * PAGE;
+	}
+	size_t free0 = smmu_pool_free_frames(pool);
+	struct smmu_stats before = stats();
+	cr_assert_eq(smmu_munmap(mm, at, PAGE), 0);
+	cr_assert_eq(smmu_pool_free_frames(pool), free0, "freed while the reader may still use its old entry");
+	cr_assert_eq(stats().deferred_frees - before.deferred_frees, 1);
+	atomic_store(&r.check, 1);
+	pthread_join(r.t, NULL);
+	cr_assert(r.result != 0 || r.value != POISON64, "the reader read a freed frame");
+	teardown();
+}
+
+Test(rcu, deferred_unmap_of_a_protnone_page_waits_for_a_reader_of_its_old_entry, .timeout = 30)
+{
+	unmap_protnone(false);
+	unmap_protnone(true);
+}
+
+static void *move_page_3_to_60(void *arg)
+{
+	(void)arg; /* no CPU: its flush reaches no TLB at once */
+	cr_assert_eq(smmu_mremap(mm, base + 3 * PAGE, PAGE, base + 60 * PAGE, 0), 0);
+	return NULL;
+}
+
+/* Deferred mode: another thread's move leaves this CPU's entry at the old
+ * address until it catches up, and its own bit on the moved entry stands
+ * for it.  Its own munmap of the new address catches up first, so freeing
+ * the frame at once is safe: the old address faults, it does not read the
+ * freed frame. */
+Test(rcu, deferred_own_unmap_after_a_lazy_move_drops_the_old_address, .timeout = 30)
+{
+	setup_mode(SMMU_SHOOTDOWN_RCU_DEFERRED, 0);
+	cr_assert_eq(smmu_munmap(mm, base + 60 * PAGE, PAGE), 0);
+	struct smmu_cpu *cpu;
+	cr_assert_eq(smmu_cpu_register(mm, &cpu), 0);
+	smmu_store64(cpu, base + 3 * PAGE, 0x1122334455667788ull);
+	pthread_t t;
+	pthread_create(&t, NULL, move_page_3_to_60, NULL);
+	pthread_join(t, NULL);
+	cr_assert_eq(smmu_munmap(mm, base + 60 * PAGE, PAGE), 0);
+	uint64_t v = 0;
+	int err = smmu_try_load64(cpu, base + 3 * PAGE, &v);
+	cr_assert_eq(err, -EFAULT, "the old address still loads (%d, value %#llx)", err, (unsigned long long)v);
+	cr_assert_eq(smmu_cpu_unregister(cpu), 0);
 	teardown();
 }
 
