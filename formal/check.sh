@@ -7,9 +7,7 @@
 # pan.  "pass" checks are exhaustive and must end with errors: 0, a
 # completed search and no depth truncation; "fail:assert" / "fail:end"
 # checks run a deliberately broken variant and must find an assertion
-# violation / an invalid end state (deadlock) - or, named *-HOLE, the code
-# as it is where spin finds a bug in it (README.md, "Found"; the matching
-# *-fixN check runs a candidate fix); "bounded" checks run as far
+# violation / an invalid end state (deadlock); "bounded" checks run as far
 # as a time and memory bound allows and must find no error.  One line per
 # check; exit status 1 on any unexpected result.  -j: checks in parallel
 # (default 2: the machines have two cores).  -k: keep the work directory
@@ -66,16 +64,17 @@ CHECKS=(
 	"quick|rcu-strict-move        |rcu.pml   |pass       |-DMOVE=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
 	"quick|rcu-deferred-move      |rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
 	"quick|rcu-strict-move-other  |rcu.pml   |pass       |-DMOVE=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
-	# the code as it is: a CPU's own bit on a moved PTE is left out of the
-	# skip, but it stands for the CPU's entry at the old address (README)
-	"quick|rcu-def-move-other-HOLE|rcu.pml   |fail:assert|-DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
-	"quick|rcu-def-move-other-fix1|rcu.pml   |pass       |-DFIX=1 -DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
-	"full |rcu-def-move-oth-fix1-c|rcu.pml   |pass       |-DFIX=1 -DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
-	# mprotect of page 0 to PROT_NONE by CPU 0 before it unmaps it; the
-	# code as it is: the unmap ignores the bits of a PROTNONE entry (README)
+	# a CPU's own bit on a moved PTE may stand for its entry at the old
+	# address: its own flush catches up first (BREAK=12 does not; README)
+	"quick|rcu-def-move-other     |rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"quick|rcu-def-break12-catchup|rcu.pml   |fail:assert|-DBREAK=12 -DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
+	"full |rcu-def-move-other-cyc |rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DDUNMAP=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	# mprotect of page 0 to PROT_NONE by CPU 0 before it unmaps it; in
+	# deferred mode the unmap takes the PROTNONE entry's bits (BREAK=13
+	# does not; README)
 	"quick|rcu-strict-mprot       |rcu.pml   |pass       |-DMPROT=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
-	"quick|rcu-def-mprot-HOLE     |rcu.pml   |fail:assert|-DMPROT=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
-	"quick|rcu-def-mprot-fix2     |rcu.pml   |pass       |-DFIX=2 -DMPROT=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-def-mprot          |rcu.pml   |pass       |-DMPROT=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
+	"quick|rcu-def-break13-protnon|rcu.pml   |fail:assert|-DBREAK=13 -DMPROT=1 -DDEFERRED=1 -DNCPU=2 -DNINIT=1 -DNACC=2 -DNQS=1 -DCYCLE=1|-DCOLLAPSE"
 	"full |rcu-strict-move-2init  |rcu.pml   |pass       |-DMOVE=1 -DNCPU=2 -DNINIT=2 -DNACC=2 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
 	"full |rcu-deferred-move-3cpu |rcu.pml   |pass       |-DMOVE=1 -DDEFERRED=1 -DNCPU=3 -DNINIT=1 -DNACC=1 -DNQS=1 -DCYCLE=0|-DCOLLAPSE"
 	"full |reach-sig-1-defer      |signal.pml|fail:assert|-DNCPU=2 -DNINIT=2 -DNCI=1 -DNACC=1 -DCYCLE=1 -DPROBE=1|-DCOLLAPSE"

@@ -70,14 +70,15 @@
  *  11  the move leaves the source's CPU bits off its gather (its flush
  *      then skips the grace period in strict mode)
  *
- * FIX=N: candidate fixes, model-only (not what lib/ does) for the two
- * holes spin finds in the code as it is (README.md, "Found"):
- *   1  the initiator's own flush, when it is behind by more than its own
- *      generation, catches up with the whole log, so that its own bit may
- *      be left out of others_may_cache even when it stands for an entry at
- *      a moved page's old address (MOVE=1 DUNMAP=1 DEFERRED=1)
- *   2  the unmap collects the CPU bits of a PROTNONE entry too (MPROT=1
- *      DEFERRED=1)
+ *  12  the initiator's own flush does not catch up with the whole log when
+ *      it is behind by more than its own generation (its own bit, left out
+ *      of others_may_cache, may stand for an entry at a moved page's old
+ *      address: MOVE=1 DUNMAP=1 DEFERRED=1)
+ *  13  deferred mode: the unmap leaves the CPU bits of a PROTNONE entry
+ *      off its gather (a reader may still hold the entry from before the
+ *      lazy mprotect: MPROT=1 DEFERRED=1)
+ * Both were found by this model in the code as first written (README.md,
+ * "Found"); lib/ now does what the unbroken model does.
  */
 
 #ifndef NCPU
@@ -112,9 +113,6 @@
 #endif
 #if MOVE && MPROT
 #error "MOVE and MPROT both act on page 0: one at a time"
-#endif
-#ifndef FIX
-#define FIX 0
 #endif
 #ifndef BREAK
 #define BREAK 0
@@ -347,7 +345,7 @@ inline finish()
 			:: else -> skip
 			fi
 		};
-#if FIX == 1
+#if BREAK != 12
 		if
 		:: seen_gen != gen -> catch_up()
 		:: else -> skip
@@ -412,14 +410,17 @@ inline munmap(pg)
 		k = 0
 #endif
 	};
-	/* zap_leaf_table: the range and the CPU bits of a present entry;
-	 * the frame of any entry that has one (PROTNONE too) */
+	/* zap_leaf_table: the range and the CPU bits of a present entry (and
+	 * of a PROTNONE one under a lazy flush); the frame of any entry that
+	 * has one */
 	if
 	:: w & PRESENT -> s = pg; e = pg + 1; gcpus = w & CPUMASK
-	:: else -> s = NP; e = 0
-#if FIX == 2
-		; gcpus = w & CPUMASK
+#if DEFERRED && BREAK != 13
+	/* a lazy flush: a PROTNONE entry's kept bits may stand for a CPU that
+	 * still holds its old translation - range and bits, as for a present one */
+	:: (w & HASFRAME) && !(w & PRESENT) -> s = pg; e = pg + 1; gcpus = w & CPUMASK
 #endif
+	:: else -> s = NP; e = 0
 	fi;
 	if
 	:: w & HASFRAME -> fr = FRAME(w)

@@ -231,9 +231,11 @@ inline access()
 }
 
 /* smmu__tlb_catch_up(): compare flush_gen with seen_gen; if behind, copy
- * the log's records under log_lock and flush them.  One step: the first
- * compare and the read under the lock only make the outcome depend on a
- * later read of the same counter, and the flush is private. */
+ * the log's records (each checked by its sequence number: a torn or
+ * overwritten one makes the CPU flush everything, which only flushes more)
+ * and flush them.  One step: the first compare and the reads only make
+ * the outcome depend on a later read of the same counter, and the flush
+ * is private. */
 inline catch_up()
 {
 	T(gen = flush_gen;
