@@ -14,17 +14,7 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define NONE SMMU_PROT_NONE
-#define H ((smmu_addr_t)0x40000000)
-
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
+#include "common.h"
 
 static void env_init_cfg(struct env *e, size_t frames, size_t ps, const struct smmu_cpu_config *cc)
 {
@@ -32,19 +22,6 @@ static void env_init_cfg(struct env *e, size_t frames, size_t ps, const struct s
 	cr_assert_eq(smmu_pool_create(&cfg, &e->pool), 0);
 	cr_assert_eq(smmu_mm_create(e->pool, &e->mm), 0);
 	cr_assert_eq(smmu_cpu_register_ex(e->mm, cc, &e->cpu), 0);
-}
-
-static void env_init(struct env *e, size_t frames)
-{
-	env_init_cfg(e, frames, PS, NULL);
-}
-
-static void env_fini(struct env *e)
-{
-	cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
 }
 
 static smmu_addr_t map(struct env *e, smmu_addr_t addr, size_t len, int prot, int flags)
@@ -185,7 +162,7 @@ static const unsigned sizes[] = {1, 2, 4, 8};
 Test(access, roundtrip_every_size_fast_and_slow_path)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 2 * PS, RW, SMMU_MAP_FIXED);
 	rng_state = 0x9e3779b97f4a7c15ull;
 	for (int round = 0; round < 3; round++) {
@@ -215,7 +192,7 @@ Test(access, roundtrip_every_size_fast_and_slow_path)
 Test(access, fresh_pages_read_zero_every_size)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 8 * PS, RW, SMMU_MAP_FIXED);
 	for (unsigned i = 0; i < 8; i++) {
 		unsigned sz = sizes[i % 4];
@@ -232,7 +209,7 @@ Test(access, fresh_pages_read_zero_every_size)
 Test(access, little_endian_composition)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	smmu_store64(e.cpu, a, 0x0807060504030201ull);
 	for (unsigned i = 0; i < 8; i++)
@@ -263,7 +240,7 @@ Test(access, little_endian_composition)
 Test(access, misaligned_every_offset)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	unsigned char model[PS];
 	memset(model, 0, sizeof(model));
@@ -291,7 +268,7 @@ Test(access, misaligned_every_offset)
 Test(access, page_crossing_every_split)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 3 * PS, RW, SMMU_MAP_FIXED);
 	rng_state = 777;
 	for (size_t si = 1; si < 4; si++) {
@@ -330,7 +307,7 @@ Test(access, page_crossing_every_split)
 static void crossing_into(int second_prot, int second_mapped, int first_is_bad)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 2 * PS, RW, SMMU_MAP_FIXED);
 	smmu_store64(e.cpu, a + PS - 8, 0x1111111111111111ull);
 	smmu_store64(e.cpu, a + PS, 0x2222222222222222ull);
@@ -407,7 +384,7 @@ Test(access, crossing_from_unmapped_page)
 Test(access, try_errors_every_size)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t rw = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	smmu_addr_t ro = map(&e, H + 2 * PS, PS, R, SMMU_MAP_FIXED);
 	smmu_addr_t no = map(&e, H + 4 * PS, PS, NONE, SMMU_MAP_FIXED);
@@ -437,7 +414,7 @@ Test(access, try_errors_every_size)
 Test(access, atomics_semantics)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 2 * PS, RW, SMMU_MAP_FIXED);
 	for (int pass = 0; pass < 2; pass++) {
 		smmu_addr_t p = a + pass * PS + 64; /* pass 0: first touch of page 0 via atomics */
@@ -547,7 +524,7 @@ Test(access, bulk_roundtrip_many_pages_small_tlb)
 Test(access, bulk_len_zero)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	cr_assert_eq(smmu_read(e.cpu, H, NULL, 0), 0);
 	cr_assert_eq(smmu_write(e.cpu, H, NULL, 0), 0);
 	char c = 'x';
@@ -560,7 +537,7 @@ Test(access, bulk_len_zero)
 Test(access, bulk_unmapped_middle_page_copies_nothing)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 3 * PS, RW, SMMU_MAP_FIXED);
 	unsigned char pat[3 * PS], buf[3 * PS];
 	for (size_t i = 0; i < sizeof(pat); i++)
@@ -590,7 +567,7 @@ Test(access, bulk_unmapped_middle_page_copies_nothing)
 Test(access, bulk_protection)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 3 * PS, RW, SMMU_MAP_FIXED);
 	unsigned char pat[3 * PS], buf[3 * PS];
 	for (size_t i = 0; i < sizeof(pat); i++)
@@ -654,7 +631,7 @@ Test(access, tlb_resizing_keeps_values)
 Test(access, tlb_flush_api_preserves_memory)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 4 * PS, RW, SMMU_MAP_FIXED);
 	for (int i = 0; i < 4; i++)
 		smmu_store64(e.cpu, a + i * PS, 100 + i);

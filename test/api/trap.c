@@ -17,34 +17,7 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define NONE SMMU_PROT_NONE
-#define H ((smmu_addr_t)0x40000000)
-
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
-
-static void env_init(struct env *e, size_t frames)
-{
-	struct smmu_pool_config cfg = {.size = frames * PS};
-	cr_assert_eq(smmu_pool_create(&cfg, &e->pool), 0);
-	cr_assert_eq(smmu_mm_create(e->pool, &e->mm), 0);
-	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
-}
-
-static void env_fini(struct env *e)
-{
-	if (e->cpu)
-		cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
-}
+#include "common.h"
 
 static smmu_addr_t map(struct env *e, smmu_addr_t addr, size_t len, int prot, int flags)
 {
@@ -154,7 +127,7 @@ static void expect_fault(const struct rec *r, int i, smmu_addr_t addr, size_t si
 Test(trap, mmap_fixed_in_handler_unmapped_store_and_load)
 {
 	struct env e;
-	env_init(&e, 16);
+	env_init(&e, 16, SMMU_SHOOTDOWN_SIGNAL, 0);
 	struct rec r;
 	install(&e, &r, FIX_MMAP);
 	unsigned id = smmu_cpu_id(e.cpu);
@@ -192,7 +165,7 @@ Test(trap, mmap_fixed_in_handler_unmapped_store_and_load)
 Test(trap, mprotect_in_handler_store_to_readonly)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 2 * PS, RW, SMMU_MAP_FIXED);
 	for (size_t off = 0; off < 2 * PS; off += 8)
 		smmu_store64(e.cpu, a + off, off | 0x100000);
@@ -221,7 +194,7 @@ Test(trap, mprotect_in_handler_store_to_readonly)
 Test(trap, mprotect_in_handler_load_from_none_keeps_data)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	smmu_store64(e.cpu, a + 8, 0x5555aaaa5555aaaaull);
 	cr_assert_eq(smmu_mprotect(e.mm, a, PS, NONE), 0);
@@ -241,7 +214,7 @@ Test(trap, mprotect_in_handler_load_from_none_keeps_data)
 Test(trap, handler_may_return_without_fixing_then_retry)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, R, SMMU_MAP_FIXED);
 	struct rec r;
 	install(&e, &r, FIX_SECOND_TIME);
@@ -255,7 +228,7 @@ Test(trap, handler_may_return_without_fixing_then_retry)
 Test(trap, crossing_access_reports_first_byte)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	smmu_store64(e.cpu, a + PS - 8, 0x1111111111111111ull);
 	struct rec r;
@@ -276,7 +249,7 @@ Test(trap, crossing_access_reports_first_byte)
 Test(trap, atomics_on_readonly_page)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 3 * PS, RW, SMMU_MAP_FIXED);
 	for (int i = 0; i < 3; i++)
 		smmu_store64(e.cpu, a + i * PS + 16, 100 + i);
@@ -310,7 +283,7 @@ Test(trap, atomics_on_readonly_page)
 Test(trap, atomic_misaligned_reports_einval)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	smmu_store64(e.cpu, a, 0x0102030405060708ull);
 	smmu_store64(e.cpu, a + 8, 0x1112131415161718ull);
@@ -349,7 +322,7 @@ Test(trap, atomic_misaligned_reports_einval)
 Test(trap, longjmp_out_then_cpu_still_usable)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	smmu_addr_t ro = map(&e, H + 2 * PS, PS, R, SMMU_MAP_FIXED);
 	struct rec r;
@@ -397,7 +370,7 @@ Test(trap, longjmp_out_then_cpu_still_usable)
 Test(trap, enomem_handler_frees_a_frame)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t a = map(&e, H, 6 * PS, RW, SMMU_MAP_FIXED);
 	for (int i = 0; i < 4; i++)
 		smmu_store64(e.cpu, a + i * PS, i + 1);
@@ -452,7 +425,7 @@ static void *exiting_thread(void *arg)
 Test(trap, pthread_exit_in_handler_unregisters)
 {
 	struct env e;
-	env_init(&e, 8);
+	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
 	cr_assert_eq(smmu_cpu_unregister(e.cpu), 0);
 	e.cpu = NULL;
 	map(&e, H, PS, RW, SMMU_MAP_FIXED);
@@ -475,14 +448,14 @@ Test(trap, pthread_exit_in_handler_unregisters)
 Test(trap, default_handler_aborts_on_unmapped_load, .signal = SIGABRT)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	(void)smmu_load64(e.cpu, H);
 }
 
 Test(trap, default_handler_aborts_on_readonly_store, .signal = SIGABRT)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	map(&e, H, PS, R, SMMU_MAP_FIXED);
 	smmu_store8(e.cpu, H, 1);
 }
@@ -490,7 +463,7 @@ Test(trap, default_handler_aborts_on_readonly_store, .signal = SIGABRT)
 Test(trap, default_handler_aborts_on_misaligned_atomic, .signal = SIGABRT)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	map(&e, H, PS, RW, SMMU_MAP_FIXED);
 	(void)smmu_fetch_add64(e.cpu, H + 4, 1);
 }
@@ -498,7 +471,7 @@ Test(trap, default_handler_aborts_on_misaligned_atomic, .signal = SIGABRT)
 Test(trap, null_restores_default_handler, .signal = SIGABRT)
 {
 	struct env e;
-	env_init(&e, 4);
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
 	struct rec r;
 	install(&e, &r, FIX_MMAP);
 	smmu_store8(e.cpu, H, 1); /* handled */
@@ -510,7 +483,7 @@ Test(trap, null_restores_default_handler, .signal = SIGABRT)
 Test(trap, default_handler_aborts_out_of_frames, .signal = SIGABRT)
 {
 	struct env e;
-	env_init(&e, 1);
+	env_init(&e, 1, SMMU_SHOOTDOWN_SIGNAL, 0);
 	map(&e, H, 2 * PS, RW, SMMU_MAP_FIXED);
 	smmu_store8(e.cpu, H, 1);
 	smmu_store8(e.cpu, H + PS, 1);
