@@ -23,13 +23,10 @@
 
 #include <softmmu/softmmu.h>
 
-#define PS 4096u
-#define RW (SMMU_PROT_READ | SMMU_PROT_WRITE)
-#define R SMMU_PROT_READ
-#define NONE SMMU_PROT_NONE
+#include "common.h"
+
 #define LOW ((smmu_addr_t)0x10000)
 #define TOP ((smmu_addr_t)1 << 48)
-#define H ((smmu_addr_t)0x40000000)
 #define A H             /* RW, 4 pages, filled */
 #define B (H + 8 * PS)  /* R, 2 pages, faulted in */
 #define C (H + 16 * PS) /* NONE, 2 pages */
@@ -39,19 +36,10 @@
 static _Alignas(4096) unsigned char fake_zero[8192];
 static _Alignas(4096) unsigned char fake_junk[8192];
 
-struct env {
-	struct smmu_pool *pool;
-	struct smmu_mm *mm;
-	struct smmu_cpu *cpu;
-};
-
-static void env_init(struct env *e)
+static void env_init_mapped(struct env *e)
 {
 	memset(fake_junk, 0xa5, sizeof(fake_junk));
-	struct smmu_pool_config cfg = {.size = 64 * PS};
-	cr_assert_eq(smmu_pool_create(&cfg, &e->pool), 0);
-	cr_assert_eq(smmu_mm_create(e->pool, &e->mm), 0);
-	cr_assert_eq(smmu_cpu_register(e->mm, &e->cpu), 0);
+	env_init(e, 64, SMMU_SHOOTDOWN_SIGNAL, 0);
 	smmu_addr_t out;
 	cr_assert_eq(smmu_mmap(e->mm, A, 4 * PS, RW, SMMU_MAP_FIXED, &out), 0);
 	cr_assert_eq(smmu_mmap(e->mm, B, 2 * PS, R, SMMU_MAP_FIXED, &out), 0);
@@ -63,15 +51,6 @@ static void env_init(struct env *e)
 		cr_assert_eq(smmu_load8(e->cpu, B + off), 0);
 	for (size_t off = 0; off < PS; off += 8)
 		smmu_store64(e->cpu, D + off, 0xd000000000000000ull + off);
-}
-
-static void env_fini(struct env *e)
-{
-	if (e->cpu)
-		cr_assert_eq(smmu_cpu_unregister(e->cpu), 0);
-	cr_assert_eq(smmu_mm_destroy(e->mm), 0);
-	cr_assert_eq(smmu_pool_free_frames(e->pool), smmu_pool_frames(e->pool), "frames leaked");
-	cr_assert_eq(smmu_pool_destroy(e->pool), 0);
 }
 
 /* ------------------------------------------------------------ snapshots */
@@ -158,7 +137,7 @@ struct mmap_case {
 Test(badinput, mmap)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	smmu_addr_t out = 0x5e5e;
 
 	NOCHANGE(&e, smmu_mmap(NULL, H, PS, RW, 0, &out), -EINVAL);
@@ -237,7 +216,7 @@ Test(badinput, mmap)
 Test(badinput, munmap)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	NOCHANGE(&e, smmu_munmap(NULL, A, PS), -EINVAL);
 	NOCHANGE(&e, smmu_munmap((struct smmu_mm *)fake_zero, A, PS), -EINVAL);
 	NOCHANGE(&e, smmu_munmap((struct smmu_mm *)fake_junk, A, PS), -EINVAL);
@@ -263,7 +242,7 @@ Test(badinput, munmap)
 Test(badinput, mprotect)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	NOCHANGE(&e, smmu_mprotect(NULL, A, PS, R), -EINVAL);
 	NOCHANGE(&e, smmu_mprotect((struct smmu_mm *)fake_zero, A, PS, R), -EINVAL);
 	NOCHANGE(&e, smmu_mprotect((struct smmu_mm *)fake_junk, A, PS, R), -EINVAL);
@@ -317,7 +296,7 @@ Test(badinput, mprotect)
 Test(badinput, find_and_stats)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	struct smmu_region r = {.start = 7};
 	NOCHANGE(&e, smmu_mm_find(NULL, 0, &r), -EINVAL);
 	NOCHANGE(&e, smmu_mm_find(e.mm, 0, NULL), -EINVAL);
@@ -342,30 +321,23 @@ Test(badinput, find_and_stats)
 /* Runs on a thread that is not a CPU. */
 struct reg_ctx {
 	struct smmu_mm *mm, *mm2;
-	int ok;
-	char why[160];
+	struct tfail tf;
 };
 
-#define TCHECK(ctx, cond)                                                                         \
-	do {                                                                                      \
-		if (!(cond) && (ctx)->ok) {                                                       \
-			(ctx)->ok = 0;                                                            \
-			snprintf((ctx)->why, sizeof((ctx)->why), "line %d: %s", __LINE__, #cond); \
-		}                                                                                 \
-	} while (0)
+#define RCHECK(ctx, cond) TCHECK(&(ctx)->tf, cond, "on a thread that is no CPU")
 
 static void *register_bad_thread(void *arg)
 {
 	struct reg_ctx *c = arg;
 	struct smmu_cpu *const sentinel = (struct smmu_cpu *)fake_junk;
 	struct smmu_cpu *cpu = sentinel;
-	TCHECK(c, smmu_cpu_self() == NULL);
-	TCHECK(c, smmu_cpu_register(NULL, &cpu) == -EINVAL);
-	TCHECK(c, smmu_cpu_register(c->mm, NULL) == -EINVAL);
-	TCHECK(c, smmu_cpu_register((struct smmu_mm *)fake_zero, &cpu) == -EINVAL);
-	TCHECK(c, smmu_cpu_register((struct smmu_mm *)fake_junk, &cpu) == -EINVAL);
-	TCHECK(c, smmu_cpu_register_ex(NULL, NULL, &cpu) == -EINVAL);
-	TCHECK(c, smmu_cpu_register_ex(c->mm, NULL, NULL) == -EINVAL);
+	RCHECK(c, smmu_cpu_self() == NULL);
+	RCHECK(c, smmu_cpu_register(NULL, &cpu) == -EINVAL);
+	RCHECK(c, smmu_cpu_register(c->mm, NULL) == -EINVAL);
+	RCHECK(c, smmu_cpu_register((struct smmu_mm *)fake_zero, &cpu) == -EINVAL);
+	RCHECK(c, smmu_cpu_register((struct smmu_mm *)fake_junk, &cpu) == -EINVAL);
+	RCHECK(c, smmu_cpu_register_ex(NULL, NULL, &cpu) == -EINVAL);
+	RCHECK(c, smmu_cpu_register_ex(c->mm, NULL, NULL) == -EINVAL);
 	const struct smmu_cpu_config bad_cfg[] = {
 		{1, 0, 0},
 		{2, 0, 0},
@@ -401,9 +373,9 @@ static void *register_bad_thread(void *arg)
 		{0, 0, ~0u},
 	};
 	for (size_t i = 0; i < sizeof(bad_cfg) / sizeof(bad_cfg[0]); i++)
-		TCHECK(c, smmu_cpu_register_ex(c->mm, &bad_cfg[i], &cpu) == -EINVAL);
-	TCHECK(c, cpu == sentinel);
-	TCHECK(c, smmu_cpu_self() == NULL);
+		RCHECK(c, smmu_cpu_register_ex(c->mm, &bad_cfg[i], &cpu) == -EINVAL);
+	RCHECK(c, cpu == sentinel);
+	RCHECK(c, smmu_cpu_self() == NULL);
 
 	/* The bounds themselves, and 0 (the defaults), are fine. */
 	const struct smmu_cpu_config good_cfg[] = {
@@ -420,43 +392,43 @@ static void *register_bad_thread(void *arg)
 		{16, 16, SMMU_ASIDS_MAX},
 	};
 	for (size_t i = 0; i < sizeof(good_cfg) / sizeof(good_cfg[0]); i++) {
-		TCHECK(c, smmu_cpu_register_ex(c->mm, &good_cfg[i], &cpu) == 0);
-		TCHECK(c, smmu_cpu_self() == cpu);
-		TCHECK(c, smmu_load64(cpu, A) == 0xa000000000000000ull);
+		RCHECK(c, smmu_cpu_register_ex(c->mm, &good_cfg[i], &cpu) == 0);
+		RCHECK(c, smmu_cpu_self() == cpu);
+		RCHECK(c, smmu_load64(cpu, A) == 0xa000000000000000ull);
 		smmu_store8(cpu, A + 4 * PS - 1, 0xa0); /* rewrite the last byte of A as it is */
-		TCHECK(c, smmu_cpu_unregister(cpu) == 0);
-		TCHECK(c, smmu_cpu_self() == NULL);
+		RCHECK(c, smmu_cpu_unregister(cpu) == 0);
+		RCHECK(c, smmu_cpu_self() == NULL);
 	}
-	TCHECK(c, smmu_cpu_register_ex(c->mm, NULL, &cpu) == 0);
+	RCHECK(c, smmu_cpu_register_ex(c->mm, NULL, &cpu) == 0);
 
 	/* Registered: a second registration is -EBUSY, on any mm, unchanged. */
 	struct smmu_cpu *other = sentinel;
-	TCHECK(c, smmu_cpu_register(c->mm, &other) == -EBUSY);
-	TCHECK(c, smmu_cpu_register(c->mm2, &other) == -EBUSY);
-	TCHECK(c, smmu_cpu_register_ex(c->mm2, NULL, &other) == -EBUSY);
-	TCHECK(c, other == sentinel);
-	TCHECK(c, smmu_cpu_self() == cpu);
-	TCHECK(c, smmu_cpu_mm(cpu) == c->mm);
-	TCHECK(c, smmu_load64(cpu, A + 8) == 0xa000000000000008ull);
-	TCHECK(c, smmu_cpu_unregister(cpu) == 0);
+	RCHECK(c, smmu_cpu_register(c->mm, &other) == -EBUSY);
+	RCHECK(c, smmu_cpu_register(c->mm2, &other) == -EBUSY);
+	RCHECK(c, smmu_cpu_register_ex(c->mm2, NULL, &other) == -EBUSY);
+	RCHECK(c, other == sentinel);
+	RCHECK(c, smmu_cpu_self() == cpu);
+	RCHECK(c, smmu_cpu_mm(cpu) == c->mm);
+	RCHECK(c, smmu_load64(cpu, A + 8) == 0xa000000000000008ull);
+	RCHECK(c, smmu_cpu_unregister(cpu) == 0);
 	return NULL;
 }
 
 Test(badinput, cpu_register)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	struct smmu_pool_config cfg = {.size = 4 * PS};
 	struct smmu_pool *pool2;
 	struct smmu_mm *mm2;
 	cr_assert_eq(smmu_pool_create(&cfg, &pool2), 0);
 	cr_assert_eq(smmu_mm_create(pool2, &mm2), 0);
 
-	struct reg_ctx c = {.mm = e.mm, .mm2 = mm2, .ok = 1};
+	struct reg_ctx c = {.mm = e.mm, .mm2 = mm2};
 	pthread_t t;
 	cr_assert_eq(pthread_create(&t, NULL, register_bad_thread, &c), 0);
 	cr_assert_eq(pthread_join(t, NULL), 0);
-	cr_assert(c.ok, "%s", c.why);
+	cr_assert(!c.tf.failed, "%s", c.tf.why);
 
 	/* The main thread, already a CPU: -EBUSY, nothing changes. */
 	struct smmu_cpu *const sentinel = (struct smmu_cpu *)fake_junk;
@@ -485,7 +457,7 @@ static void recording_trap(struct smmu_cpu *cpu, const struct smmu_fault *f, voi
 Test(badinput, cpu_null_and_fake_handles)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	unsigned char buf[16] = {0};
 	struct smmu_cpu *fakes[] = {NULL, (struct smmu_cpu *)fake_zero, (struct smmu_cpu *)fake_junk};
 	for (size_t i = 0; i < 3; i++) {
@@ -583,7 +555,7 @@ static void eperm_case(struct env *e, struct smmu_mm *register_on)
 Test(badinput, cpu_used_from_another_thread_eperm)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	cr_assert_eq(smmu_cpu_set_trap_handler(e.cpu, recording_trap, &trap_calls), 0);
 
 	struct smmu_pool_config cfg = {.size = 4 * PS};
@@ -606,7 +578,7 @@ Test(badinput, cpu_used_from_another_thread_eperm)
 Test(badinput, tlb_flush_range)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	NOCHANGE(&e, smmu_tlb_flush_range(e.cpu, A, 0), -EINVAL);
 	NOCHANGE(&e, smmu_tlb_flush_range(e.cpu, 0, 0), -EINVAL);
 	NOCHANGE(&e, smmu_tlb_flush_range(e.cpu, UINT64_MAX - 100, 200), -EINVAL);
@@ -632,7 +604,7 @@ Test(badinput, tlb_flush_range)
 Test(badinput, tlb_flush_range_at_top_of_u64_returns)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	/* A hang is killed by SIGALRM (Criterion's own .timeout reports it
 	 * but leaves the spinning worker behind, and the run never ends). */
 	alarm(10);
@@ -648,7 +620,7 @@ Test(badinput, tlb_flush_range_at_top_of_u64_returns)
 Test(badinput, read_write)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	unsigned char buf[3 * PS], orig[3 * PS];
 	memset(buf, 0x5a, sizeof(buf));
 	memcpy(orig, buf, sizeof(buf));
@@ -720,7 +692,7 @@ static int inside_rw(smmu_addr_t a, size_t n)
 Test(badinput, try_access_bad_addresses)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	const smmu_addr_t bad[] = {
 		0,
 		1,
@@ -797,7 +769,7 @@ static void *busy_cpu_thread(void *arg)
 Test(badinput, mm_destroy_busy_with_cpu_on_another_thread)
 {
 	struct env e;
-	env_init(&e);
+	env_init_mapped(&e);
 	cr_assert_eq(smmu_cpu_unregister(e.cpu), 0);
 	e.cpu = NULL;
 	pthread_barrier_t bar;
