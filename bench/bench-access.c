@@ -13,6 +13,13 @@
  *                      random cycle (fixed seed).
  *   big_random_vs_raw  the random loop over 256 MiB: most accesses miss the
  *                      software TLB and walk the page table.
+ *   hit_random_vs_naive_tlb
+ *                      the hit_random loop, ours vs the naive TLB below
+ *                      (over the raw buffer): what coherence costs a hit.
+ *   naive_tlb_random_vs_raw
+ *                      a context case, not the library: that naive TLB vs
+ *                      raw loads; where hit_random_vs_raw's target came
+ *                      from (JSON "context_ratios").
  *
  * It also counts, in its own generated code, the instructions of a TLB hit
  * (x86-64): the shortest path from entry to ret of a noinline wrapper around
@@ -102,6 +109,68 @@ static BENCH_NOINLINE uint64_t random_raw(uintptr_t base, uint64_t mask, uint64_
 	return sum;
 }
 
+/*
+ * The naive TLB of the issue's baseline: 1024 direct-mapped entries of
+ * {tag, addend} (16 bytes, the smallest such entry), no write tag, no
+ * access marker, no shootdown: what a single-threaded emulator would write.
+ * It translates the benchmark's guest addresses to the raw buffer, so it
+ * reads the same memory as the raw loop; only the lookup differs.  Its
+ * lookup is the library's, minus the marker, in the same inline form.
+ */
+#define NAIVE_ENTRIES 1024
+struct naive_entry {
+	uint64_t tag;
+	uintptr_t addend;
+};
+struct naive_tlb {
+	struct naive_entry *e;
+	uint64_t mask; /* (NAIVE_ENTRIES - 1) << 4 */
+	smmu_addr_t guest;
+	uintptr_t host;
+	uint64_t size;
+};
+
+static BENCH_NOINLINE uint64_t naive_miss(struct naive_tlb *t, smmu_addr_t a)
+{
+	struct naive_entry *e = (struct naive_entry *)((char *)t->e + ((a >> 8) & t->mask));
+
+	if (a - t->guest >= t->size || (a & 7))
+		bench_die("naive TLB: %#" PRIx64 " is outside the buffer or misaligned", a);
+	e->tag = a & ~(SMMU_TLB_GRANULE - 1);
+	e->addend = t->host - (uintptr_t)t->guest;
+	return __atomic_load_n((const uint64_t *)(uintptr_t)(a + e->addend), __ATOMIC_RELAXED);
+}
+
+static inline uint64_t naive_load64(struct naive_tlb *t, smmu_addr_t a)
+{
+	const struct naive_entry *e = (const struct naive_entry *)((const char *)t->e + ((a >> 8) & t->mask));
+
+	if (SMMU__LIKELY(e->tag == (a & (~(SMMU_TLB_GRANULE - 1) | 7))))
+		return __atomic_load_n((const uint64_t *)(uintptr_t)(a + e->addend), __ATOMIC_RELAXED);
+	return naive_miss(t, a);
+}
+
+static BENCH_NOINLINE uint64_t random_naive(struct naive_tlb *t, smmu_addr_t base, uint64_t mask, uint64_t i0,
+					    uint64_t i1)
+{
+	uint64_t sum = 0;
+
+	for (uint64_t i = i0; i < i1; i++) {
+		uint64_t x = i * HASH_MUL;
+
+		x ^= x >> 29;
+		sum += naive_load64(t, base + (x & mask));
+	}
+	return sum;
+}
+
+BENCH_PROBE uint64_t bench_naive_probe_load64(struct naive_tlb *t, smmu_addr_t a);
+
+BENCH_PROBE uint64_t bench_naive_probe_load64(struct naive_tlb *t, smmu_addr_t a)
+{
+	return naive_load64(t, a);
+}
+
 static BENCH_NOINLINE uint64_t chase_ours(struct smmu_cpu *cpu, smmu_addr_t base, uint64_t off, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++)
@@ -126,17 +195,20 @@ static BENCH_NOINLINE uint64_t chase_raw(uintptr_t base, uint64_t off, uint64_t 
  * repetition each side's result (the sum, or the final offset) must equal
  * the raw result of the warm-up.
  */
+enum side { OURS, RAW, NAIVE };
+
 struct pair {
 	const char *name;
 	struct smmu_cpu *cpu;
-	smmu_addr_t base; /* ours */
-	uintptr_t raw;    /* peer */
-	uint64_t mask;    /* random: offsets & mask */
-	uint64_t n;       /* accesses per repetition and side */
+	smmu_addr_t base;        /* ours */
+	uintptr_t raw;           /* peer */
+	struct naive_tlb *naive; /* the naive TLB (random loop only), over raw */
+	uint64_t mask;           /* random: offsets & mask */
+	uint64_t n;              /* accesses per repetition and side */
 	int chunks;
 	bool chase;
 	uint64_t expect; /* the result both must give */
-	uint64_t acc[2]; /* running result of the repetition: [0] ours, [1] raw */
+	uint64_t acc[3]; /* running result of the repetition, by enum side */
 };
 
 static uint64_t chunk_begin(const struct pair *p, int k)
@@ -145,28 +217,32 @@ static uint64_t chunk_begin(const struct pair *p, int k)
 }
 
 /* One piece of one side; returns its ns. */
-static double run_piece(struct pair *p, int side, int k)
+static double run_piece(struct pair *p, enum side side, int k)
 {
+	static const char *const side_name[] = {"ours", "raw", "naive TLB"};
 	uint64_t i0 = chunk_begin(p, k), i1 = chunk_begin(p, k + 1), r, t0, t1;
 
 	if (k == 0)
 		p->acc[side] = 0;
-	if (side == 0) {
-		t0 = bench_now_ns();
-		r = p->chase ? chase_ours(p->cpu, p->base, p->acc[0], i1 - i0)
+	t0 = bench_now_ns();
+	switch (side) {
+	case OURS:
+		r = p->chase ? chase_ours(p->cpu, p->base, p->acc[side], i1 - i0)
 			     : random_ours(p->cpu, p->base, p->mask, i0, i1);
-		t1 = bench_now_ns();
-	} else {
-		t0 = bench_now_ns();
-		r = p->chase ? chase_raw(p->raw, p->acc[1], i1 - i0) : random_raw(p->raw, p->mask, i0, i1);
-		t1 = bench_now_ns();
+		break;
+	case RAW:
+		r = p->chase ? chase_raw(p->raw, p->acc[side], i1 - i0) : random_raw(p->raw, p->mask, i0, i1);
+		break;
+	default:
+		r = random_naive(p->naive, p->base, p->mask, i0, i1);
+		break;
 	}
+	t1 = bench_now_ns();
 	p->acc[side] = p->chase ? r : p->acc[side] + r;
 	if (k == p->chunks - 1) {
 		if (p->acc[side] != p->expect)
-			bench_die("%s: %s loop gave %#" PRIx64 ", expected %#" PRIx64
-				  " (the library returned wrong data)",
-				  p->name, side == 0 ? "ours" : "raw", p->acc[side], p->expect);
+			bench_die("%s: %s loop gave %#" PRIx64 ", expected %#" PRIx64 "%s", p->name, side_name[side],
+				  p->acc[side], p->expect, side == OURS ? " (the library returned wrong data)" : "");
 		bench_sink_u64(p->acc[side]);
 	}
 	return (double)(t1 - t0);
@@ -174,12 +250,17 @@ static double run_piece(struct pair *p, int side, int k)
 
 static double piece_ours(void *arg, int k)
 {
-	return run_piece(arg, 0, k);
+	return run_piece(arg, OURS, k);
 }
 
 static double piece_raw(void *arg, int k)
 {
-	return run_piece(arg, 1, k);
+	return run_piece(arg, RAW, k);
+}
+
+static double piece_naive(void *arg, int k)
+{
+	return run_piece(arg, NAIVE, k);
 }
 
 /* One untimed repetition of each side, in one piece: fills the TLB and the
@@ -194,6 +275,8 @@ static void warm_up(struct pair *p)
 	if (ours != raw)
 		bench_die("%s: warm-up: ours gave %#" PRIx64 ", raw %#" PRIx64 " (the library returned wrong data)",
 			  p->name, ours, raw);
+	if (p->naive && (ours = random_naive(p->naive, p->base, p->mask, 0, p->n)) != raw)
+		bench_die("%s: warm-up: the naive TLB gave %#" PRIx64 ", raw %#" PRIx64, p->name, ours, raw);
 	p->expect = raw;
 }
 
@@ -247,6 +330,7 @@ int main(int argc, char **argv)
 	struct smmu_stats st0, st1;
 	smmu_addr_t small, big;
 	uint64_t *raw_small, *raw_big, n_random, n_chase, n_big, big_size, pool_size;
+	struct naive_entry *naive_entries;
 	uint64_t seed;
 	char thp[32], why[256], listing[2048], json[512];
 	int n_load, n_store;
@@ -304,6 +388,8 @@ int main(int argc, char **argv)
 
 	/* --- the host side, same contents */
 	raw_small = host_map(SMALL_SIZE);
+	naive_entries = host_map(NAIVE_ENTRIES * sizeof(*naive_entries));
+	memset(naive_entries, 0xff, NAIVE_ENTRIES * sizeof(*naive_entries)); /* tags no address matches */
 	raw_big = host_map(big_size);
 	{
 		/* one random cycle over the 8-byte slots (Sattolo), each slot
@@ -361,7 +447,8 @@ int main(int argc, char **argv)
 	else
 		bench_report_note(r, "store64 hit path: n/a (%s)", why);
 	{
-		char a[16], b[16];
+		char a[16], b[16], nv[16];
+		int n_naive = bench_count_path("bench_naive_probe_load64", "naive_miss", NULL, 0, why, sizeof(why));
 
 		if (n_load >= 0)
 			snprintf(a, sizeof(a), "%d", n_load);
@@ -371,12 +458,16 @@ int main(int argc, char **argv)
 			snprintf(b, sizeof(b), "%d", n_store);
 		else
 			snprintf(b, sizeof(b), "n/a");
+		if (n_naive >= 0)
+			snprintf(nv, sizeof(nv), "%d", n_naive);
+		else
+			snprintf(nv, sizeof(nv), "n/a");
 		bench_report_note(r,
-				  "instructions per hit: load64 %s, store64 %s (x86-64, counted from the "
-				  "generated code, ret excluded)",
-				  a, b);
-		snprintf(json, sizeof(json), "{\"load64\":%s,\"store64\":%s}", n_load >= 0 ? a : "null",
-			 n_store >= 0 ? b : "null");
+				  "instructions per hit: load64 %s, store64 %s; the naive TLB's load %s (x86-64, "
+				  "counted from the generated code, ret excluded)",
+				  a, b, nv);
+		snprintf(json, sizeof(json), "{\"load64\":%s,\"store64\":%s,\"naive_load64\":%s}",
+			 n_load >= 0 ? a : "null", n_store >= 0 ? b : "null", n_naive >= 0 ? nv : "null");
 		bench_report_json(r, "hit_instructions", json);
 	}
 
@@ -384,10 +475,16 @@ int main(int argc, char **argv)
 
 	/* --- the cases */
 	{
+		struct naive_tlb nt = {.e = naive_entries,
+				       .mask = (NAIVE_ENTRIES - 1) * sizeof(struct naive_entry),
+				       .guest = small,
+				       .host = (uintptr_t)raw_small,
+				       .size = SMALL_SIZE};
 		struct pair hr = {.name = "hit_random_vs_raw",
 				  .cpu = cpu,
 				  .base = small,
 				  .raw = (uintptr_t)raw_small,
+				  .naive = &nt,
 				  .mask = (SMALL_SIZE - 1) & ~7ull,
 				  .n = n_random,
 				  .chunks = CHUNKS};
@@ -414,6 +511,20 @@ int main(int argc, char **argv)
 		bench_case_run_chunked(c, o.reps, hr.chunks, piece_ours, piece_raw, &hr);
 		BENCH_CHECK(smmu_stats_get(mm, &st1));
 		misses_hit = st1.tlb_misses - st0.tlb_misses;
+
+		/* The same loop against the issue's naive TLB: what the
+		 * coherence costs, and where such a lookup stands on this
+		 * machine (a context case: not the library). */
+		hr.name = "hit_random_vs_naive_tlb";
+		c = bench_report_case(r, hr.name, "naive TLB", (double)hr.n, "access");
+		BENCH_CHECK(smmu_stats_get(mm, &st0));
+		bench_case_run_chunked(c, o.reps, hr.chunks, piece_ours, piece_naive, &hr);
+		BENCH_CHECK(smmu_stats_get(mm, &st1));
+		misses_hit += st1.tlb_misses - st0.tlb_misses;
+		hr.name = "naive_tlb_random_vs_raw";
+		c = bench_report_context_case(r, hr.name, "a naive 1024-entry TLB, 16-byte entries, no marker",
+					      "raw load", (double)hr.n, "access");
+		bench_case_run_chunked(c, o.reps, hr.chunks, piece_naive, piece_raw, &hr);
 
 		c = bench_report_case(r, hc.name, "raw load", (double)hc.n, "access");
 		warm_up(&hc);
@@ -453,6 +564,7 @@ int main(int argc, char **argv)
 	BENCH_CHECK(smmu_mm_destroy(mm));
 	BENCH_CHECK(smmu_pool_destroy(pool));
 	munmap(raw_small, SMALL_SIZE);
+	munmap(naive_entries, NAIVE_ENTRIES * sizeof(*naive_entries));
 	munmap(raw_big, big_size);
 
 	bench_report_finish(r);

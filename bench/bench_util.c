@@ -252,6 +252,7 @@ struct bench_kv {
 struct bench_case {
 	struct bench_report *r;
 	char *name, *peer, *unit;
+	char *subject; /* a context case: what stands in for ours; NULL for ours */
 	double ops;
 	int chunks; /* timed pieces per repetition and side */
 	double *ours, *peer_ns;
@@ -384,6 +385,15 @@ struct bench_case *bench_report_case(struct bench_report *r, const char *name, c
 	c->unit = xstrdup(unit);
 	c->ops = ops;
 	c->chunks = 1;
+	return c;
+}
+
+struct bench_case *bench_report_context_case(struct bench_report *r, const char *name, const char *subject,
+					     const char *peer_name, double ops, const char *unit)
+{
+	struct bench_case *c = bench_report_case(r, name, peer_name, ops, unit);
+
+	c->subject = xstrdup(subject);
 	return c;
 }
 
@@ -523,20 +533,31 @@ void bench_report_finish(struct bench_report *r)
 	FILE *t = bench_report_table(r);
 	struct case_summary sum[BENCH_MAX_CASES];
 	size_t nvalid = 0;
+	int w = 22; /* the case column */
 
 	for (size_t i = 0; i < r->ncases; i++) {
 		sum[i] = summarize(&r->cases[i]);
-		nvalid += sum[i].valid;
+		nvalid += sum[i].valid && !r->cases[i].subject;
 	}
 
-	fprintf(t, "%-22s %-16s %11s %13s %13s %8s  %s\n", "case", "peer", "ops/rep", "ours ns/op", "peer ns/op",
+	for (size_t i = 0; i < r->ncases; i++)
+		if ((int)strlen(r->cases[i].name) > w)
+			w = (int)strlen(r->cases[i].name);
+	fprintf(t, "%-*s %-16s %11s %13s %13s %8s  %s\n", w, "case", "peer", "ops/rep", "ours ns/op", "peer ns/op",
 		"ratio", "ratio range");
-	for (size_t i = 0; i < r->ncases; i++) {
-		const struct bench_case *c = &r->cases[i];
-		const struct case_summary *s = &sum[i];
+	for (int context = 0; context < 2; context++) {
+		for (size_t i = 0; i < r->ncases; i++) {
+			const struct bench_case *c = &r->cases[i];
+			const struct case_summary *s = &sum[i];
 
-		fprintf(t, "%-22s %-16s %11.0f %13.3f %13.3f %8.3f  [%.3f .. %.3f]\n", c->name, c->peer, c->ops,
-			s->ours_med / c->ops, s->peer_med / c->ops, s->ratio, s->ratio_min, s->ratio_max);
+			if ((c->subject != NULL) != context)
+				continue;
+			fprintf(t, "%-*s %-16s %11.0f %13.3f %13.3f %8.3f  [%.3f .. %.3f]\n", w, c->name, c->peer,
+				c->ops, s->ours_med / c->ops, s->peer_med / c->ops, s->ratio, s->ratio_min,
+				s->ratio_max);
+			if (context)
+				fprintf(t, "  (context, not ours: \"ours\" is %s)\n", c->subject);
+		}
 	}
 	fprintf(t,
 		"(ns/op: median over %d reps of one side's time / ops; ratio: median over reps of ours/peer, "
@@ -572,15 +593,17 @@ void bench_report_finish(struct bench_report *r)
 			fputc(':', f);
 			fputs(r->config[i].json, f);
 		}
-		fputs("},\"ratios\":{", f);
-		for (size_t i = 0, k = 0; i < r->ncases; i++) {
-			if (!sum[i].valid)
-				continue;
-			if (k++)
-				fputc(',', f);
-			json_str(f, r->cases[i].name);
-			fputc(':', f);
-			json_num(f, sum[i].ratio);
+		for (int context = 0; context < 2; context++) {
+			fputs(context ? "},\"context_ratios\":{" : "},\"ratios\":{", f);
+			for (size_t i = 0, k = 0; i < r->ncases; i++) {
+				if (!sum[i].valid || (r->cases[i].subject != NULL) != context)
+					continue;
+				if (k++)
+					fputc(',', f);
+				json_str(f, r->cases[i].name);
+				fputc(':', f);
+				json_num(f, sum[i].ratio);
+			}
 		}
 		fputs("},\"cases\":{", f);
 		for (size_t i = 0; i < r->ncases; i++) {
@@ -592,6 +615,10 @@ void bench_report_finish(struct bench_report *r)
 			json_str(f, c->name);
 			fputs(":{\"peer\":", f);
 			json_str(f, c->peer);
+			if (c->subject) {
+				fputs(",\"context\":true,\"subject\":", f);
+				json_str(f, c->subject);
+			}
 			fputs(",\"unit\":", f);
 			json_str(f, c->unit);
 			fputs(",\"ops\":", f);
@@ -638,6 +665,7 @@ void bench_report_finish(struct bench_report *r)
 
 		free(c->name);
 		free(c->peer);
+		free(c->subject);
 		free(c->unit);
 		free(c->ours);
 		free(c->peer_ns);

@@ -129,6 +129,15 @@ void bench_report_header(struct bench_report *r);
 struct bench_case *bench_report_case(struct bench_report *r, const char *name, const char *peer_name, double ops,
 				     const char *unit);
 
+/*
+ * A context case: the same, but what is timed as "ours" is not the library
+ * (`subject` says what it is: a naive design, say).  It shows below the
+ * library's cases in the table and goes to "context_ratios" in the JSON,
+ * never to "ratios".
+ */
+struct bench_case *bench_report_context_case(struct bench_report *r, const char *name, const char *subject,
+					     const char *peer_name, double ops, const char *unit);
+
 /* Record one repetition (already interleaved by the caller). */
 void bench_case_record(struct bench_case *c, double ours_ns, double peer_ns);
 
@@ -157,8 +166,8 @@ void bench_report_json(struct bench_report *r, const char *key, const char *json
 void bench_report_note(struct bench_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Print the table (and notes) to the table stream, and under --json the
- * JSON object to stdout; free the report.  Dies if no case has a valid
- * ratio. */
+ * JSON object to stdout; free the report.  Dies if none of the library's
+ * cases (context cases aside) has a valid ratio. */
 void bench_report_finish(struct bench_report *r);
 
 /* ------------------------------------------- instructions from the code */
