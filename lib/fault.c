@@ -414,37 +414,44 @@ SMMU_API void smmu__store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned 
 	}
 }
 
+SMMU_API int smmu__try_atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op, uint64_t a,
+				   uint64_t b, uint64_t *old)
+{
+	struct smmu__cpu *c = smmu__cpu_of(cpu);
+	struct span s;
+	check_thread(c);
+	int err = (addr & 7) ? -EINVAL : translate_span(c, addr, 8, SMMU_ACCESS_ATOMIC, &s);
+	if (!err) {
+		uint64_t *p = (uint64_t *)s.p[0];
+		switch (op) {
+		case SMMU__CMPXCHG:
+			__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+			*old = a;
+			break;
+		case SMMU__FETCH_ADD:
+			*old = __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
+			break;
+		case SMMU__XCHG:
+			*old = __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
+			break;
+		}
+	}
+	cs_leave(c);
+	if (err)
+		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
+	return err;
+}
+
 SMMU_API uint64_t smmu__atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op, uint64_t a,
 				    uint64_t b)
 {
-	struct smmu__cpu *c = smmu__cpu_of(cpu);
-	check_thread(c);
-	for (;;) {
-		struct span s;
-		uint64_t old = 0;
-		int err = (addr & 7) ? -EINVAL : translate_span(c, addr, 8, SMMU_ACCESS_ATOMIC, &s);
-		if (!err) {
-			uint64_t *p = (uint64_t *)s.p[0];
-			switch (op) {
-			case SMMU__CMPXCHG:
-				__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-				old = a;
-				break;
-			case SMMU__FETCH_ADD:
-				old = __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
-				break;
-			case SMMU__XCHG:
-				old = __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
-				break;
-			}
-		}
-		cs_leave(c);
-		if (!err)
-			return old;
-		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);
-		trap(c, addr, 8, SMMU_ACCESS_ATOMIC, err);
-		cs_enter(c);
+	uint64_t old;
+	int err;
+	while ((err = smmu__try_atomic_slow(cpu, addr, op, a, b, &old))) {
+		trap(smmu__cpu_of(cpu), addr, 8, SMMU_ACCESS_ATOMIC, err);
+		cs_enter(smmu__cpu_of(cpu));
 	}
+	return old;
 }
 
 /*

@@ -49,6 +49,8 @@ SMMU_API int smmu__try_load_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigne
 SMMU_API int smmu__try_store_slow(struct smmu_cpu *cpu, smmu_addr_t addr, unsigned size, uint64_t val);
 SMMU_API uint64_t smmu__atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op,
 				    uint64_t a, uint64_t b);
+SMMU_API int smmu__try_atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op, uint64_t a,
+				   uint64_t b, uint64_t *old);
 /* The end of an access found a deferred shootdown (in_access was 3, now 2):
  * leave, flush, then acknowledge. */
 SMMU_API void smmu__access_exit_slow(struct smmu_cpu *cpu);
@@ -183,6 +185,37 @@ SMMU__DEFINE_ACCESS(32)
 SMMU__DEFINE_ACCESS(64)
 
 /*
+ * The atomics' hit: inside a new critical section, look up addr for
+ * writing and, on a hit, apply op to the frame and leave (returns 1, *old
+ * the value before); on a miss return 0 still inside the section, which
+ * the slow path leaves.  op is a constant at every call, so each atomic
+ * inlines to its own instruction.
+ */
+static inline int smmu__atomic_hit(struct smmu_cpu *cpu, smmu_addr_t addr, enum smmu__atomic_op op, uint64_t a,
+				   uint64_t b, uint64_t *old)
+{
+	smmu__access_enter(cpu);
+	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
+	if (SMMU__UNLIKELY(e->write_tag != smmu__tag_of(addr, 8)))
+		return 0;
+	uint64_t *p = SMMU__HOST(uint64_t, addr, e);
+	switch (op) {
+	case SMMU__CMPXCHG:
+		__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		*old = a;
+		break;
+	case SMMU__FETCH_ADD:
+		*old = __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
+		break;
+	case SMMU__XCHG:
+		*old = __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
+		break;
+	}
+	smmu__access_exit(cpu);
+	return 1;
+}
+
+/*
  * Atomic read-modify-write on emulated memory, sequentially consistent,
  * acting on the shared frame so that every CPU of the mm sees one order.
  * addr must be 8-aligned (else the trap reports -EINVAL) and mapped
@@ -191,39 +224,61 @@ SMMU__DEFINE_ACCESS(64)
  */
 static inline uint64_t smmu_cmpxchg64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t expected, uint64_t desired)
 {
-	smmu__access_enter(cpu);
-	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
-	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8))) {
-		__atomic_compare_exchange_n(SMMU__HOST(uint64_t, addr, e), &expected, desired, 0, __ATOMIC_SEQ_CST,
-					    __ATOMIC_SEQ_CST);
-		smmu__access_exit(cpu);
-		return expected;
-	}
+	uint64_t old;
+
+	if (SMMU__LIKELY(smmu__atomic_hit(cpu, addr, SMMU__CMPXCHG, expected, desired, &old)))
+		return old;
 	return smmu__atomic_slow(cpu, addr, SMMU__CMPXCHG, expected, desired);
 }
 
 static inline uint64_t smmu_fetch_add64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t delta)
 {
-	smmu__access_enter(cpu);
-	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
-	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8))) {
-		uint64_t old = __atomic_fetch_add(SMMU__HOST(uint64_t, addr, e), delta, __ATOMIC_SEQ_CST);
-		smmu__access_exit(cpu);
+	uint64_t old;
+
+	if (SMMU__LIKELY(smmu__atomic_hit(cpu, addr, SMMU__FETCH_ADD, delta, 0, &old)))
 		return old;
-	}
 	return smmu__atomic_slow(cpu, addr, SMMU__FETCH_ADD, delta, 0);
 }
 
 static inline uint64_t smmu_xchg64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t val)
 {
-	smmu__access_enter(cpu);
-	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
-	if (SMMU__LIKELY(e->write_tag == smmu__tag_of(addr, 8))) {
-		uint64_t old = __atomic_exchange_n(SMMU__HOST(uint64_t, addr, e), val, __ATOMIC_SEQ_CST);
-		smmu__access_exit(cpu);
+	uint64_t old;
+
+	if (SMMU__LIKELY(smmu__atomic_hit(cpu, addr, SMMU__XCHG, val, 0, &old)))
 		return old;
-	}
 	return smmu__atomic_slow(cpu, addr, SMMU__XCHG, val, 0);
+}
+
+/*
+ * smmu_try_cmpxchg64 / smmu_try_fetch_add64 / smmu_try_xchg64: the same
+ * atomics without the trap.  Return 0 and the value that was in memory
+ * before in *old; or -EINVAL when addr is not 8-aligned, -EFAULT when it
+ * is not mapped, -EACCES when the mapping is not read-write, -ENOMEM when
+ * a demand-zero fault found no frame or table page, and then neither
+ * memory nor *old has changed.  A fault handler of the mapping runs as for
+ * any access (and a copy-on-write page is broken) before the error or the
+ * operation.  Thread: cpu's owner only.  Blocks: only in a fault.
+ */
+static inline int smmu_try_cmpxchg64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t expected, uint64_t desired,
+				     uint64_t *old)
+{
+	if (SMMU__LIKELY(smmu__atomic_hit(cpu, addr, SMMU__CMPXCHG, expected, desired, old)))
+		return 0;
+	return smmu__try_atomic_slow(cpu, addr, SMMU__CMPXCHG, expected, desired, old);
+}
+
+static inline int smmu_try_fetch_add64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t delta, uint64_t *old)
+{
+	if (SMMU__LIKELY(smmu__atomic_hit(cpu, addr, SMMU__FETCH_ADD, delta, 0, old)))
+		return 0;
+	return smmu__try_atomic_slow(cpu, addr, SMMU__FETCH_ADD, delta, 0, old);
+}
+
+static inline int smmu_try_xchg64(struct smmu_cpu *cpu, smmu_addr_t addr, uint64_t val, uint64_t *old)
+{
+	if (SMMU__LIKELY(smmu__atomic_hit(cpu, addr, SMMU__XCHG, val, 0, old)))
+		return 0;
+	return smmu__try_atomic_slow(cpu, addr, SMMU__XCHG, val, 0, old);
 }
 
 #ifdef __cplusplus

@@ -459,6 +459,120 @@ Test(access, atomics_semantics)
 	env_fini(&e);
 }
 
+/* The try_ atomics, by number: 0 cmpxchg (x expected, y desired),
+ * 1 fetch_add (x), 2 xchg (x). */
+static int try_atomic(struct smmu_cpu *c, int op, smmu_addr_t a, uint64_t x, uint64_t y, uint64_t *old)
+{
+	switch (op) {
+	case 0:
+		return smmu_try_cmpxchg64(c, a, x, y, old);
+	case 1:
+		return smmu_try_fetch_add64(c, a, x, old);
+	default:
+		return smmu_try_xchg64(c, a, x, old);
+	}
+}
+
+Test(access, try_atomics_semantics)
+{
+	struct env e;
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
+	smmu_addr_t a = map(&e, H, PS, RW, SMMU_MAP_FIXED);
+	smmu_addr_t p = a + 64;
+	uint64_t old;
+	/* pass 0: the first access is an atomic (demand-zero, slow path);
+	 * pass 1: TLB warm (hits); pass 2: after a flush (slow path, page
+	 * present) */
+	for (int pass = 0; pass < 3; pass++) {
+		if (pass == 2)
+			cr_assert_eq(smmu_tlb_flush_all(e.cpu), 0);
+		cr_assert_eq(smmu_try_cmpxchg64(e.cpu, p, 0, 10, &old), 0);
+		cr_assert_eq(old, 0, "pass %d: cmpxchg success gives the old value", pass);
+		cr_assert_eq(smmu_load64(e.cpu, p), 10);
+		old = 1234;
+		cr_assert_eq(smmu_try_cmpxchg64(e.cpu, p, 3, 99, &old), 0, "a failed compare is not an error");
+		cr_assert_eq(old, 10, "cmpxchg failure gives the current value");
+		cr_assert_eq(smmu_load64(e.cpu, p), 10, "failed cmpxchg left memory alone");
+		if (pass == 2)
+			cr_assert_eq(smmu_tlb_flush_all(e.cpu), 0);
+		cr_assert_eq(smmu_try_fetch_add64(e.cpu, p, UINT64_MAX, &old), 0);
+		cr_assert_eq(old, 10);
+		cr_assert_eq(smmu_load64(e.cpu, p), 9);
+		if (pass == 2)
+			cr_assert_eq(smmu_tlb_flush_all(e.cpu), 0);
+		cr_assert_eq(smmu_try_xchg64(e.cpu, p, 0, &old), 0);
+		cr_assert_eq(old, 9);
+		cr_assert_eq(smmu_load64(e.cpu, p), 0);
+		cr_assert_eq(smmu_load64(e.cpu, p - 8), 0, "neighbours untouched");
+		cr_assert_eq(smmu_load64(e.cpu, p + 8), 0, "neighbours untouched");
+	}
+	env_fini(&e);
+}
+
+Test(access, try_atomics_errors_change_nothing)
+{
+	struct env e;
+	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
+	smmu_addr_t rw = map(&e, H, PS, RW, SMMU_MAP_FIXED);
+	smmu_addr_t ro = map(&e, H + 2 * PS, PS, R, SMMU_MAP_FIXED);
+	smmu_addr_t no = map(&e, H + 4 * PS, PS, NONE, SMMU_MAP_FIXED);
+	smmu_addr_t hole = H + 6 * PS;
+	struct {
+		smmu_addr_t addr;
+		int err;
+	} bad[] = {{rw + 4, -EINVAL}, {rw + 1, -EINVAL}, {rw + PS - 4, -EINVAL}, {hole, -EFAULT},
+		   {ro, -EACCES},     {no, -EACCES},     {ro + 8, -EACCES}};
+	smmu_store64(e.cpu, rw, 0x1111111111111111ull);
+	smmu_store64(e.cpu, rw + 8, 0x2222222222222222ull);
+	smmu_store64(e.cpu, rw + PS - 8, 0x3333333333333333ull);
+	struct smmu_stats st0, st1;
+	cr_assert_eq(smmu_stats_get(e.mm, &st0), 0);
+	for (int pass = 0; pass < 2; pass++) { /* pass 1: the TLB holds ro and rw */
+		for (int op = 0; op < 3; op++) {
+			for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+				uint64_t old = 0x5c5c5c5c5c5c5c5cull;
+				int err = try_atomic(e.cpu, op, bad[i].addr, 0, 7, &old);
+				cr_assert_eq(err, bad[i].err, "op %d case %zu: %d", op, i, err);
+				cr_assert_eq(old, 0x5c5c5c5c5c5c5c5cull, "op %d case %zu wrote *old", op, i);
+			}
+		}
+		(void)smmu_load64(e.cpu, ro);
+	}
+	cr_assert_eq(smmu_stats_get(e.mm, &st1), 0);
+	cr_assert_eq(st1.faults_trapped - st0.faults_trapped, 2 * 3 * sizeof(bad) / sizeof(bad[0]),
+		     "every error counted as a trapped fault");
+	cr_assert_eq(smmu_load64(e.cpu, rw), 0x1111111111111111ull);
+	cr_assert_eq(smmu_load64(e.cpu, rw + 8), 0x2222222222222222ull);
+	cr_assert_eq(smmu_load64(e.cpu, rw + PS - 8), 0x3333333333333333ull);
+	cr_assert_eq(smmu_load64(e.cpu, ro), 0);
+	cr_assert_eq(smmu_load64(e.cpu, ro + 8), 0);
+	uint64_t v;
+	cr_assert_eq(smmu_try_store64(e.cpu, ro, 1), -EACCES, "the mapping is as it was");
+	cr_assert_eq(smmu_try_load64(e.cpu, no, &v), -EACCES);
+	env_fini(&e);
+}
+
+Test(access, try_atomics_out_of_frames)
+{
+	struct env e;
+	env_init(&e, 1, SMMU_SHOOTDOWN_SIGNAL, 0);
+	smmu_addr_t a = map(&e, H, 2 * PS, RW, SMMU_MAP_FIXED);
+	smmu_store64(e.cpu, a, 1); /* the only frame */
+	for (int op = 0; op < 3; op++) {
+		uint64_t old = 77;
+		cr_assert_eq(try_atomic(e.cpu, op, a + PS, 0, 5, &old), -ENOMEM, "op %d", op);
+		cr_assert_eq(old, 77);
+	}
+	cr_assert_eq(smmu_load64(e.cpu, a), 1);
+	/* A frame back: the same call now works on a fresh zero page. */
+	cr_assert_eq(smmu_munmap(e.mm, a, PS), 0);
+	uint64_t old = 77;
+	cr_assert_eq(smmu_try_cmpxchg64(e.cpu, a + PS, 0, 5, &old), 0);
+	cr_assert_eq(old, 0);
+	cr_assert_eq(smmu_load64(e.cpu, a + PS), 5);
+	env_fini(&e);
+}
+
 /* ------------------------------------------------------------ bulk */
 
 /*

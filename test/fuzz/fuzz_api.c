@@ -1615,6 +1615,46 @@ static void op_try_access(struct in *in, bool store)
 	check_pools();
 }
 
+/* The try_ atomics: cmpxchg, fetch_add, xchg; an error leaves memory and
+ * *old as they were. */
+static void op_try_atomic(struct in *in)
+{
+	S.opname = "try_atomic";
+	int mi = live_cpu_mm();
+	if (mi < 0)
+		return;
+	struct mmm *m = &S.mm[mi];
+	int what = u8(in) % 3; /* cmpxchg, fetch_add, xchg */
+	uint64_t addr = decode_addr(in, mi);
+	uint64_t a = u64(in), c = u64(in);
+	struct smmu_cpu *cpu = S.cpu.h;
+	begin_access();
+	int want = (addr & 7) ? -EINVAL : m_access(m, addr, 8, K_ATOMIC);
+	uint64_t wantv = 0;
+	if (!want) {
+		wantv = m_read_val(m, addr, 8);
+		if (what == 0 && wantv == a)
+			m_write_val(m, addr, 8, c);
+		else if (what == 1)
+			m_write_val(m, addr, 8, wantv + a);
+		else if (what == 2)
+			m_write_val(m, addr, 8, a);
+	}
+	uint64_t old = 0xeeeeeeeeeeeeeeeeull;
+	int err = what == 0   ? smmu_try_cmpxchg64(cpu, addr, a, c, &old)
+		  : what == 1 ? smmu_try_fetch_add64(cpu, addr, a, &old)
+			      : smmu_try_xchg64(cpu, addr, a, &old);
+	TRACE("try_atomic %d 0x%llx a 0x%llx c 0x%llx -> %d old 0x%llx\n", what, X(addr), X(a), X(c), err, X(old));
+	check_hcalls();
+	CHECK(err == want, "try_atomic %d at 0x%llx returned %d, model %d", what, (unsigned long long)addr, err, want);
+	if (err)
+		CHECK(old == 0xeeeeeeeeeeeeeeeeull, "try_atomic %d wrote *old on error %d", what, err);
+	else
+		CHECK(old == wantv, "try_atomic %d at 0x%llx gave 0x%llx, model 0x%llx", what, (unsigned long long)addr,
+		      (unsigned long long)old, (unsigned long long)wantv);
+	check_pools();
+}
+
 /* One trapping access (what * 4 + log2 size); a trap longjmps back here
  * and leaves S.trapped set.  Its own frame: nothing of the caller's lives
  * across the setjmp. */
@@ -2121,8 +2161,13 @@ static void run_op(struct in *in)
 		op_mremap(in, op & 0x80);
 		break;
 	case 8:
-	case 9:
 		op_try_access(in, false);
+		break;
+	case 9:
+		if (op & 0x80)
+			op_try_atomic(in);
+		else
+			op_try_access(in, false);
 		break;
 	case 10:
 	case 11:
