@@ -421,21 +421,8 @@ SMMU_API int smmu__try_atomic_slow(struct smmu_cpu *cpu, smmu_addr_t addr, enum 
 	struct span s;
 	check_thread(c);
 	int err = (addr & 7) ? -EINVAL : translate_span(c, addr, 8, SMMU_ACCESS_ATOMIC, &s);
-	if (!err) {
-		uint64_t *p = (uint64_t *)s.p[0];
-		switch (op) {
-		case SMMU__CMPXCHG:
-			__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-			*old = a;
-			break;
-		case SMMU__FETCH_ADD:
-			*old = __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
-			break;
-		case SMMU__XCHG:
-			*old = __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
-			break;
-		}
-	}
+	if (!err)
+		*old = smmu__atomic_apply((uint64_t *)s.p[0], op, a, b);
 	cs_leave(c);
 	if (err)
 		smmu__cpu_count(c, SMMU_STAT_faults_trapped, 1);

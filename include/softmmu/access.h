@@ -184,6 +184,22 @@ SMMU__DEFINE_ACCESS(16)
 SMMU__DEFINE_ACCESS(32)
 SMMU__DEFINE_ACCESS(64)
 
+/* Apply op to the host word p, sequentially consistent; return the value
+ * before.  Shared by the hit below and the slow path. */
+static inline uint64_t smmu__atomic_apply(uint64_t *p, enum smmu__atomic_op op, uint64_t a, uint64_t b)
+{
+	switch (op) {
+	case SMMU__CMPXCHG:
+		__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		return a;
+	case SMMU__FETCH_ADD:
+		return __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
+	case SMMU__XCHG:
+		break;
+	}
+	return __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
+}
+
 /*
  * The atomics' hit: inside a new critical section, look up addr for
  * writing and, on a hit, apply op to the frame and leave (returns 1, *old
@@ -198,19 +214,7 @@ static inline int smmu__atomic_hit(struct smmu_cpu *cpu, smmu_addr_t addr, enum 
 	const struct smmu_tlb_entry *e = smmu__tlb_entry(cpu, addr);
 	if (SMMU__UNLIKELY(e->write_tag != smmu__tag_of(addr, 8)))
 		return 0;
-	uint64_t *p = SMMU__HOST(uint64_t, addr, e);
-	switch (op) {
-	case SMMU__CMPXCHG:
-		__atomic_compare_exchange_n(p, &a, b, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-		*old = a;
-		break;
-	case SMMU__FETCH_ADD:
-		*old = __atomic_fetch_add(p, a, __ATOMIC_SEQ_CST);
-		break;
-	case SMMU__XCHG:
-		*old = __atomic_exchange_n(p, a, __ATOMIC_SEQ_CST);
-		break;
-	}
+	*old = smmu__atomic_apply(SMMU__HOST(uint64_t, addr, e), op, a, b);
 	smmu__access_exit(cpu);
 	return 1;
 }
