@@ -28,6 +28,9 @@
  *     other CPUs of this mm may still read the shared frame through their
  *     TLBs - with an SMMU_NOTIFY_UNMAP bracket for secondary TLBs, whose
  *     host pointers name the old frame.
+ * Either way the entry keeps SMMU_PTE_WRNOTIFY: a shared page may be armed
+ * (writenotify.c), and the walk after the break calls the handler before
+ * the write lands.
  * Refcounts never grow outside dup, which holds the parent's lock; so a
  * count of 1 seen under the child's (or parent's) own lock stays 1.
  */
@@ -171,6 +174,7 @@ int smmu__cow_break(struct smmu_mm *mm, smmu_addr_t addr, struct smmu__pcache *p
 	/* Release: the copy is visible before its entry.  Walkers may CAS
 	 * accessed in meanwhile: keep what the exchange replaced. */
 	smmu_pte_t flags = SMMU_PTE_PRESENT | SMMU_PTE_WRITE | SMMU_PTE_ACCESSED;
+	flags |= pte & SMMU_PTE_WRNOTIFY; /* the copy stays armed: this write's walk notifies */
 	smmu_pte_t was = atomic_exchange_explicit(slot, smmu__pte_make(copy, flags), memory_order_acq_rel);
 	smmu__gather_range(&g, page, page + mm->page_size);
 	g.cpus |= smmu__pte_cpus(was);

@@ -306,9 +306,16 @@ static void write_notify_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *
 	struct leaf_ctx *x = ctx;
 	smmu_pte_t old = atomic_load_explicit(slot, memory_order_relaxed), new;
 	do {
-		if (!(old & SMMU_PTE_WRITE))
-			return; /* not writable (or no frame): nothing to notify */
-		new = x->g ? (old | SMMU_PTE_WRNOTIFY) & ~SMMU_PTE_DIRTY : old & ~SMMU_PTE_WRNOTIFY;
+		if (x->g) {
+			/* x->bits: WRITE, and COW when the mapping allows writing
+			 * (a COW entry never carries WRITE); no frame, nothing to
+			 * notify */
+			if (!(old & x->bits))
+				return;
+			new = (old | SMMU_PTE_WRNOTIFY) & ~SMMU_PTE_DIRTY;
+		} else {
+			new = old & ~SMMU_PTE_WRNOTIFY; /* wherever it is, also under read-only */
+		}
 		if (new == old)
 			return;
 	} while (!atomic_compare_exchange_weak(slot, &old, new)); /* walkers CAS accessed/dirty in */
@@ -318,11 +325,13 @@ static void write_notify_leaf(_Atomic smmu_pte_t *slot, smmu_addr_t addr, void *
 }
 
 size_t smmu__pt_write_notify(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
-			     bool arm)
+			     bool arm, bool shared)
 {
 	if (start >= end)
 		return 0;
-	struct leaf_ctx x = { .g = arm ? g : NULL, .page_size = mm->page_size };
+	struct leaf_ctx x = { .g = arm ? g : NULL,
+			      .bits = SMMU_PTE_WRITE | (shared ? SMMU_PTE_COW : 0),
+			      .page_size = mm->page_size };
 	for_each_leaf(mm->page_shift, mm->root, SMMU_PT_LEVELS - 1, 0, start, end, write_notify_leaf, &x);
 	return x.n;
 }

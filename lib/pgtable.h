@@ -164,11 +164,12 @@ size_t smmu__pt_clear_bits(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr
 			   smmu_pte_t bits, uint64_t *bitmap);
 
 /* Arm (set SMMU_PTE_WRNOTIFY and clear dirty, recording on g what a TLB
- * may write through) or disarm (clear it; g unused) every writable leaf
- * in [start, end).  The number of leaves changed.  Caller holds the
- * mapping lock exclusively. */
+ * may write through) every writable leaf in [start, end) - with shared,
+ * the copy-on-write ones too (for a mapping that allows writing) - or
+ * disarm (clear it; g unused) every armed leaf.  The number of leaves
+ * changed.  Caller holds the mapping lock exclusively. */
 size_t smmu__pt_write_notify(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t start, smmu_addr_t end,
-			     bool arm);
+			     bool arm, bool shared);
 
 /* Call fn(slot, addr, ctx) for every leaf slot of [start, end) whose
  * tables exist.  Caller holds the mapping lock. */

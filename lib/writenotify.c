@@ -14,7 +14,11 @@
  * concurrent first writes may each be notified - never none, and no write
  * lands before a handler call for it has returned.  Reads are not
  * affected.  The bit travels with the entry (mprotect keeps it, mremap
- * moves it); pages faulted in after arming are not armed.
+ * moves it, a copy-on-write break keeps it); pages faulted in after arming
+ * are not armed.  A copy-on-write entry never carries WRITE, so arming
+ * takes the mapping's protection, region by region, to tell whether it is
+ * a writable page; the walk breaks the sharing first, then stops at the
+ * armed bit.
  */
 #include "writenotify.h"
 
@@ -27,6 +31,7 @@
 #include "mm.h"
 #include "notifier.h"
 #include "pgtable.h"
+#include "region.h"
 #include "tracking.h"
 
 int smmu__write_notify(struct smmu_mm *mm, struct smmu__cpu *c, smmu_addr_t addr, size_t size,
@@ -72,10 +77,20 @@ SMMU_API int smmu_mm_set_write_notify(struct smmu_mm *mm, smmu_fault_handler_fn 
 	return 0;
 }
 
+/* Region by region: a page shared copy-on-write is a writable page where
+ * its mapping allows writing (its entry never carries WRITE). */
 static size_t arm_op(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t addr, smmu_addr_t end, void *ctx)
 {
 	(void)ctx;
-	return smmu__pt_write_notify(mm, g, addr, end, true);
+	size_t n = 0;
+	for (size_t i = smmu__regions_lower_bound(&mm->regions, addr); i < mm->regions.n; i++) {
+		const struct smmu__region *r = &mm->regions.v[i];
+		if (r->start >= end)
+			break;
+		smmu_addr_t s = r->start > addr ? r->start : addr, e = r->end < end ? r->end : end;
+		n += smmu__pt_write_notify(mm, g, s, e, true, r->prot & SMMU_PROT_WRITE);
+	}
+	return n;
 }
 
 static int arm_or_disarm(struct smmu_mm *mm, smmu_addr_t addr, size_t len, bool arm, size_t *changed)
@@ -95,7 +110,7 @@ static int arm_or_disarm(struct smmu_mm *mm, smmu_addr_t addr, size_t len, bool 
 		n = smmu__clear_change(mm, addr, end, arm_op, NULL);
 	} else {
 		smmu__mm_wrlock(mm);
-		n = smmu__pt_write_notify(mm, NULL, addr, end, false); /* no permission goes: no flush */
+		n = smmu__pt_write_notify(mm, NULL, addr, end, false, false); /* no permission goes: no flush */
 		pthread_rwlock_unlock(&mm->lock);
 	}
 	if (changed)

@@ -302,8 +302,13 @@ SMMU_API int smmu_collect_dirty(struct smmu_mm *mm, smmu_addr_t addr, size_t len
  * smmu_write_notify_arm: arm every writable page of [addr, addr+len) that
  * has a frame now (pages faulted in later are not armed); their dirty
  * state is cleared with it (flush, SMMU_NOTIFY_CLEAR), as a write must
- * walk to be seen.  *armed (if not NULL) gets the number armed.
- * smmu_write_notify_disarm: disarm them without notifying.
+ * walk to be seen.  A page shared copy-on-write since smmu_mm_dup is a
+ * writable page where its mapping allows writing: the write that breaks
+ * the sharing is notified before it lands (a copy keeps the arming).
+ * *armed (if not NULL) gets the number armed.
+ * smmu_write_notify_disarm: disarm every armed page of the range without
+ * notifying, also those that mprotect made read-only since;
+ * *disarmed gets their number.
  * A page stays armed until a write's handler call returns 0 (then the
  * write lands and the page is dirty); concurrent first writes may each
  * call the handler, and no write lands before one call for it returned.

@@ -187,7 +187,8 @@ SMMU_API int smmu_mm_destroy(struct smmu_mm *mm);
  * page in either mm copies it into a frame of its own - or, when the other
  * side has let go of it (unmapped it, or copied away), makes it writable
  * in place.  The child has the parent's pool and shootdown configuration
- * and no CPUs; its pages start clean and not accessed.  A write that races
+ * and no CPUs; its pages start clean, not accessed and not armed for write
+ * notification (the parent's stay armed).  A write that races
  * with the call lands in both or only in the parent, never only in the
  * child.  Shared frames count once in the pool however many mms map them.
  * Errors: -EINVAL (NULL or dead parent, NULL child), -EDEADLK (from a

@@ -180,6 +180,72 @@ Test(writenotify, arming_follows_mprotect_and_mremap_and_translate_notifies)
 	env_fini(&e);
 }
 
+/* Pages shared copy-on-write after smmu_mm_dup are writable pages too:
+ * arming counts and arms them, and the write that breaks the sharing is
+ * notified before it lands, whether the break copies the page or takes it
+ * over in place; arming from before the dup survives the copy.  Disarming
+ * reaches armed pages that mprotect made read-only meanwhile. */
+Test(writenotify, shared_pages_after_dup_are_armed_and_notified)
+{
+	struct env e;
+	env_init(&e, 256, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
+	seen_mm = e.mm;
+	reset();
+	smmu_addr_t a = map(&e, H, 3 * PS, RW);
+	for (int i = 0; i < 3; i++)
+		smmu_store64(e.cpu, a + (smmu_addr_t)i * PS, 1 + (uint64_t)i);
+	cr_assert_eq(smmu_mm_set_write_notify(e.mm, handler, &calls), 0);
+	size_t n = 99;
+
+	/* Armed before the dup: the break copies the page (the child still
+	 * shares it), and the copy stays armed. */
+	cr_assert_eq(smmu_write_notify_arm(e.mm, a, PS, &n), 0);
+	cr_assert_eq(n, 1);
+	struct smmu_mm *child;
+	cr_assert_eq(smmu_mm_dup(e.mm, &child), 0);
+	smmu_store64(e.cpu, a, 10);
+	cr_assert_eq(atomic_load(&calls), 1, "the copy-on-write break lost the arming");
+	cr_assert_eq(atomic_load(&last_addr), a);
+	cr_assert_eq(atomic_load(&value_before), 1, "the write landed before the handler ran");
+	void *p;
+	cr_assert_eq(smmu_mm_translate(child, a, SMMU_PROT_READ, &p), 0);
+	cr_assert_eq(*(uint64_t *)p, 1, "the child saw the parent's write");
+
+	/* Armed after the dup: shared pages count; one break copies, the
+	 * other (the child let go of it) takes the frame over in place. */
+	cr_assert_eq(smmu_write_notify_arm(e.mm, a + PS, 2 * PS, &n), 0);
+	cr_assert_eq(n, 2, "armed %zu of 2 shared pages", n);
+	smmu_store64(e.cpu, a + PS, 20);
+	cr_assert_eq(atomic_load(&calls), 2, "a shared page was not armed (copy)");
+	cr_assert_eq(atomic_load(&value_before), 2);
+	cr_assert_eq(smmu_munmap(child, a + 2 * PS, PS), 0);
+	smmu_store64(e.cpu, a + 2 * PS, 30);
+	cr_assert_eq(atomic_load(&calls), 3, "a shared page was not armed (taken over in place)");
+	cr_assert_eq(atomic_load(&value_before), 3);
+	cr_assert_eq(smmu_load64(e.cpu, a + 2 * PS), 30);
+
+	/* A shared page of a read-only mapping is not a writable page. */
+	cr_assert_eq(smmu_mprotect(child, a, PS, SMMU_PROT_READ), 0);
+	cr_assert_eq(smmu_write_notify_arm(child, a, 2 * PS, &n), 0);
+	cr_assert_eq(n, 1, "armed %zu in the child: only its writable shared page", n);
+	cr_assert_eq(smmu_write_notify_disarm(child, a, 2 * PS, &n), 0);
+	cr_assert_eq(n, 1);
+
+	/* Disarming reaches an armed page that mprotect made read-only. */
+	cr_assert_eq(smmu_write_notify_arm(e.mm, a, PS, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(smmu_mprotect(e.mm, a, PS, SMMU_PROT_READ), 0);
+	cr_assert_eq(smmu_write_notify_disarm(e.mm, a, PS, &n), 0);
+	cr_assert_eq(n, 1, "disarm skipped a read-only armed page");
+	cr_assert_eq(smmu_mprotect(e.mm, a, PS, RW), 0);
+	smmu_store64(e.cpu, a, 11);
+	cr_assert_eq(atomic_load(&calls), 3, "a disarmed page notified");
+
+	cr_assert_eq(smmu_mm_destroy(child), 0);
+	cr_assert_eq(smmu_munmap(e.mm, a, 3 * PS), 0);
+	env_fini(&e);
+}
+
 /* A remote CPU whose TLB holds the page writable is notified on its own
  * thread after arming returns (signal and strict RCU modes: arming waits
  * for every CPU's flush). */
