@@ -201,7 +201,7 @@ int smmu__mm_check_range(const struct smmu_mm *mm, smmu_addr_t addr, size_t len,
 	return 0;
 }
 
-static int check_prot(int prot)
+int smmu__mm_check_prot(int prot)
 {
 	return prot == SMMU_PROT_NONE || prot == SMMU_PROT_READ || prot == (SMMU_PROT_READ | SMMU_PROT_WRITE) ? 0
 														: -EINVAL;
@@ -306,7 +306,7 @@ SMMU_API int smmu_mmap_handler(struct smmu_mm *mm, smmu_addr_t addr, size_t len,
 			       smmu_fault_handler_fn handler, void *handler_arg, smmu_addr_t *out)
 {
 	const int known = SMMU_MAP_FIXED | SMMU_MAP_FIXED_NOREPLACE | SMMU_MAP_POPULATE;
-	if (!smmu__mm_check_live(mm) || !out || len == 0 || check_prot(prot) || (flags & ~known))
+	if (!smmu__mm_check_live(mm) || !out || len == 0 || smmu__mm_check_prot(prot) || (flags & ~known))
 		return -EINVAL;
 	const bool fixed = flags & (SMMU_MAP_FIXED | SMMU_MAP_FIXED_NOREPLACE);
 	if ((flags & SMMU_MAP_FIXED) && (flags & SMMU_MAP_FIXED_NOREPLACE))
@@ -419,7 +419,7 @@ SMMU_API int smmu_munmap(struct smmu_mm *mm, smmu_addr_t addr, size_t len)
 SMMU_API int smmu_mprotect_ex(struct smmu_mm *mm, smmu_addr_t addr, size_t len, int prot, unsigned flags)
 {
 	smmu_addr_t end;
-	if (!smmu__mm_check_live(mm) || check_prot(prot) || (flags & ~SMMU_OP_NONBLOCK))
+	if (!smmu__mm_check_live(mm) || smmu__mm_check_prot(prot) || (flags & ~SMMU_OP_NONBLOCK))
 		return -EINVAL;
 	int err = smmu__mm_check_range(mm, addr, len, &end);
 	if (err || (err = smmu__mm_lock_for_change(mm, flags)))

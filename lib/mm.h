@@ -134,6 +134,10 @@ int smmu__mm_lock_for_change(struct smmu_mm *mm, unsigned flags);
  * addr + len rounded up to whole pages, or -EINVAL. */
 int smmu__mm_check_range(const struct smmu_mm *mm, smmu_addr_t addr, size_t len, smmu_addr_t *end);
 
+/* 0 for a protection a mapping may have (none, read, read-write), else
+ * -EINVAL. */
+int smmu__mm_check_prot(int prot);
+
 /* Advance the flush generation and flush every TLB of mm that may hold
  * [start, end) (full: all of it), through the mm's shootdown back-end.
  * cpus: the CPU bits (pgtable.h) that may cache it; other CPUs are left

@@ -187,9 +187,19 @@ static void move_pieces(struct smmu_mm *mm, struct smmu__gather *g, smmu_addr_t 
 	}
 }
 
-SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n)
+/* What becomes of the sources' mappings. */
+enum source_fate {
+	FATE_UNMAP, /* unmapped (smmu_mremap_batch) */
+	FATE_KEEP,  /* stay as they were, emptied (SMMU_MREMAP_DONTUNMAP) */
+	FATE_LEAVE, /* mapped anew as leave says (smmu_mremap_batch_leave) */
+};
+
+static int remap(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n, enum source_fate fate,
+		 const struct smmu_remap_leave *leave)
 {
 	if (!smmu__mm_check_live(mm) || (n && !moves))
+		return -EINVAL;
+	if (fate == FATE_LEAVE && (!leave || smmu__mm_check_prot(leave->prot)))
 		return -EINVAL;
 	if (n == 0)
 		return 0;
@@ -215,8 +225,8 @@ SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *move
 	struct smmu__region *copy = NULL;
 	if (!err && !(copy = smmu__malloc(pieces * sizeof(*copy))))
 		err = -ENOMEM;
-	if (!err)
-		err = smmu__regions_reserve(&mm->regions, 2 * n + pieces);
+	if (!err) /* splits at the sources' ends, the destinations, the left mappings */
+		err = smmu__regions_reserve(&mm->regions, 2 * n + pieces + (fate == FATE_LEAVE ? n : 0));
 	for (size_t i = 0; i < n && !err; i++)
 		err = reserve(mm, moves[i].from, moves[i].to, ends[i] - moves[i].from);
 	if (err) {
@@ -239,6 +249,8 @@ SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *move
 	smmu__gather_init(&g, mm, SMMU_GATHER_UNMAP);
 	g.notify = ops;
 	g.nnotify = n;
+	if (fate == FATE_LEAVE && leave->handler)
+		atomic_store(&mm->has_handlers, true);
 	for (size_t i = 0; i < n; i++) {
 		const smmu_addr_t from = moves[i].from, end = ends[i], to = moves[i].to;
 		move_pieces(mm, &g, from, to, end - from);
@@ -246,13 +258,20 @@ SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *move
 		for (size_t j = smmu__regions_lower_bound(&mm->regions, from);
 		     j < mm->regions.n && mm->regions.v[j].start < end; j++)
 			copy[k++] = mm->regions.v[j];
-		smmu__regions_remove(&mm->regions, from, end);
+		if (fate != FATE_KEEP)
+			smmu__regions_remove(&mm->regions, from, end);
 		for (size_t j = 0; j < k; j++) {
 			const struct smmu__region *r = &copy[j];
 			smmu_addr_t s = r->start > from ? r->start : from, e = r->end < end ? r->end : end;
 			smmu__regions_insert_handler(&mm->regions, to + (s - from), to + (e - from), r->prot, r->flags,
 						     r->handler, r->handler_arg);
 		}
+		/* In the same step: no access finds the source unmapped.  Its
+		 * entries are empty, so a walk faults into the new mapping
+		 * (once it has the lock we hold). */
+		if (fate == FATE_LEAVE)
+			smmu__regions_insert_handler(&mm->regions, from, end, leave->prot, 0, leave->handler,
+						     leave->handler_arg);
 	}
 	/* Only after every move: a table emptied by one move's source may be
 	 * on the way to a later move's reserved destination. */
@@ -269,10 +288,21 @@ out_free:
 	return err;
 }
 
+SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n)
+{
+	return remap(mm, moves, n, FATE_UNMAP, NULL);
+}
+
+SMMU_API int smmu_mremap_batch_leave(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n,
+				     const struct smmu_remap_leave *leave)
+{
+	return remap(mm, moves, n, FATE_LEAVE, leave);
+}
+
 SMMU_API int smmu_mremap(struct smmu_mm *mm, smmu_addr_t from, size_t len, smmu_addr_t to, unsigned flags)
 {
-	if (flags)
+	if (flags & ~(unsigned)SMMU_MREMAP_DONTUNMAP)
 		return -EINVAL;
 	struct smmu_remap move = { .from = from, .to = to, .len = len };
-	return smmu_mremap_batch(mm, &move, 1);
+	return remap(mm, &move, 1, (flags & SMMU_MREMAP_DONTUNMAP) ? FATE_KEEP : FATE_UNMAP, NULL);
 }

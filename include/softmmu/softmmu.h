@@ -298,9 +298,37 @@ struct smmu_remap {
  */
 SMMU_API int smmu_mremap_batch(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n);
 
+/* What smmu_mremap_batch_leave maps at each source. */
+struct smmu_remap_leave {
+	int prot;                      /* SMMU_PROT_NONE, SMMU_PROT_READ or both READ and WRITE */
+	smmu_fault_handler_fn handler; /* NULL: demand-zero memory */
+	void *handler_arg;
+};
+
 /*
- * smmu_mremap: one move, as smmu_mremap_batch.  flags: none yet (0).
- * Errors: those of smmu_mremap_batch; -EINVAL for flags.
+ * smmu_mremap_batch_leave: smmu_mremap_batch, and in the same step each
+ * source range is mapped anew as smmu_mmap_handler(leave->prot,
+ * leave->handler, leave->handler_arg) with SMMU_MAP_FIXED would map it,
+ * with no frame: no access ever finds a source unmapped.  An access to a
+ * source after the move faults into the new mapping: its handler runs (a
+ * collector's forwarding stub: with SMMU_PROT_NONE every access reaches
+ * it), or the page demand-zeroes.  A CPU that still held a source entry
+ * until the shootdown (or, in RCU deferred mode, until its next quiescent
+ * state) reached the moved frame with it, as in smmu_mremap_batch.
+ * Errors: those of smmu_mremap_batch; -EINVAL also for a NULL leave or an
+ * unknown prot; nothing moved, nothing mapped.
+ * Thread: any.  Blocks: may (mm lock, shootdown).
+ */
+SMMU_API int smmu_mremap_batch_leave(struct smmu_mm *mm, const struct smmu_remap *moves, size_t n,
+				     const struct smmu_remap_leave *leave);
+
+/*
+ * smmu_mremap: one move, as smmu_mremap_batch.  flags: 0, or
+ * SMMU_MREMAP_DONTUNMAP: the source's mappings stay as they were
+ * (protection, fault handler), emptied of their frames, as Linux's
+ * MREMAP_DONTUNMAP leaves them: the next access to a source page
+ * demand-zeroes it or calls its handler.
+ * Errors: those of smmu_mremap_batch; -EINVAL for unknown flags.
  */
 SMMU_API int smmu_mremap(struct smmu_mm *mm, smmu_addr_t from, size_t len, smmu_addr_t to, unsigned flags);
 

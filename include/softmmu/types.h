@@ -42,6 +42,9 @@ struct smmu_cpu;
 #define SMMU_MAP_FIXED_NOREPLACE 0x2 /* place exactly at addr, -EEXIST if anything is there */
 #define SMMU_MAP_POPULATE 0x4        /* allocate and zero every frame now (readable maps only) */
 
+/* smmu_mremap flags. */
+#define SMMU_MREMAP_DONTUNMAP 0x1u /* the source stays mapped, emptied (as Linux's MREMAP_DONTUNMAP) */
+
 /* Flags for smmu_pool_config.flags. */
 #define SMMU_POOL_POISON 0x1 /* fill freed frames with SMMU_POISON_BYTE (debugging, tests) */
 #define SMMU_POISON_BYTE 0x6b

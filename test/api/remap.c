@@ -18,6 +18,8 @@
 
 #include "common.h"
 
+#define MAGIC 0x5eed5eed5eed5eedull /* the hammers' page contents */
+
 static smmu_addr_t map(struct env *e, smmu_addr_t at, size_t len, int prot)
 {
 	smmu_addr_t a;
@@ -315,7 +317,7 @@ Test(remap, all_or_nothing)
 	cr_assert_eq(smmu_mremap_batch(e.mm, m, 2), -EINVAL, "below the lowest address");
 	cr_assert_eq(smmu_mremap_batch(e.mm, NULL, 1), -EINVAL);
 	cr_assert_eq(smmu_mremap_batch(NULL, m, 1), -EINVAL);
-	cr_assert_eq(smmu_mremap(e.mm, a, PS, H + 40 * PS, 1), -EINVAL, "unknown flag");
+	cr_assert_eq(smmu_mremap(e.mm, a, PS, H + 40 * PS, 2), -EINVAL, "unknown flag");
 	/* Nothing moved, nothing flushed. */
 	struct smmu_stats after = stats(&e);
 	cr_assert_eq(after.shootdowns, before.shootdowns);
@@ -326,6 +328,230 @@ Test(remap, all_or_nothing)
 	cr_assert_eq(reg.start, H + 64 * PS, "a destination was mapped");
 	cr_assert_eq(smmu_munmap(e.mm, H, 128 * PS), 0);
 	env_fini(&e);
+}
+
+/* ------------------------------------------------ leaving a mapping behind */
+
+static _Atomic int stub_calls;
+static _Atomic(smmu_addr_t) stub_addr;
+static int stub(struct smmu_cpu *cpu, const struct smmu_fault *f, void *arg)
+{
+	(void)cpu;
+	cr_assert_eq(arg, &stub_calls);
+	atomic_fetch_add(&stub_calls, 1);
+	atomic_store(&stub_addr, f->addr);
+	return -ESTALE; /* a collector's stub: "look it up again" */
+}
+
+Test(remap, leave_maps_each_source_in_the_same_step)
+{
+	struct env e;
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
+	atomic_store(&stub_calls, 0);
+	smmu_addr_t a = map(&e, H, 4 * PS, RW);
+	stamp(&e, a, 4, 40);
+	size_t free_before = smmu_pool_free_frames(e.pool);
+	struct smmu_remap m[2] = {{.from = a, .to = H + 32 * PS, .len = 2 * PS},
+				  {.from = a + 2 * PS, .to = H + 48 * PS, .len = 2 * PS}};
+	const struct smmu_remap_leave tomb = {.prot = SMMU_PROT_NONE, .handler = stub, .handler_arg = &stub_calls};
+	cr_assert_eq(smmu_mremap_batch_leave(e.mm, m, 2, &tomb), 0);
+	cr_assert_eq(smmu_pool_free_frames(e.pool), free_before, "frames were copied or freed");
+	check_stamps(&e, H + 32 * PS, 2, 40);
+	check_stamps(&e, H + 48 * PS, 2, 42);
+	uint64_t v = 77;
+	for (size_t i = 0; i < 4; i++) {
+		cr_assert_eq(smmu_try_load64(e.cpu, a + i * PS + 8, &v), -ESTALE, "source page %zu: not the stub", i);
+		cr_assert_eq(atomic_load(&stub_addr), a + i * PS + 8);
+	}
+	cr_assert_eq(v, 77);
+	cr_assert_eq(atomic_load(&stub_calls), 4);
+	struct smmu_region reg;
+	cr_assert_eq(smmu_mm_find(e.mm, a, &reg), 0);
+	cr_assert(reg.start == a && reg.end == a + 4 * PS && reg.prot == SMMU_PROT_NONE,
+		  "the two left mappings: [%#llx, %#llx) prot %d", (unsigned long long)reg.start,
+		  (unsigned long long)reg.end, reg.prot);
+
+	/* Demand-zero memory left behind: a fresh page on the next access. */
+	const struct smmu_remap_leave anon = {.prot = RW};
+	cr_assert_eq(smmu_mremap_batch_leave(e.mm, &(struct smmu_remap){H + 32 * PS, H + 64 * PS, 2 * PS}, 1, &anon), 0);
+	check_stamps(&e, H + 64 * PS, 2, 40);
+	cr_assert_eq(smmu_load64(e.cpu, H + 32 * PS + 8), 0, "the left page is not a fresh one");
+	cr_assert_eq(smmu_pool_free_frames(e.pool), free_before - 1);
+	cr_assert_eq(smmu_munmap(e.mm, H, 128 * PS), 0);
+	env_fini(&e);
+}
+
+Test(remap, dontunmap_keeps_the_source_mappings_emptied)
+{
+	struct env e;
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
+	atomic_store(&stub_calls, 0);
+	smmu_addr_t a = map(&e, H, 2 * PS, RW), h;
+	cr_assert_eq(smmu_mmap_handler(e.mm, a + 2 * PS, PS, R, SMMU_MAP_FIXED, stub, &stub_calls, &h), 0);
+	stamp(&e, a, 2, 5);
+	cr_assert_eq(smmu_mprotect(e.mm, a + PS, PS, R), 0);
+	cr_assert_eq(smmu_mremap(e.mm, a, 3 * PS, H + 32 * PS, SMMU_MREMAP_DONTUNMAP), 0);
+	check_stamps(&e, H + 32 * PS, 2, 5);
+	struct smmu_region reg;
+	cr_assert_eq(smmu_mm_find(e.mm, a, &reg), 0);
+	cr_assert(reg.start == a && reg.end == a + PS && reg.prot == RW);
+	cr_assert_eq(smmu_mm_find(e.mm, a + PS, &reg), 0);
+	cr_assert(reg.start == a + PS && reg.end == a + 2 * PS && reg.prot == R);
+	cr_assert_eq(smmu_load64(e.cpu, a + 8), 0, "the source page was not emptied");
+	cr_assert_eq(smmu_load64(e.cpu, a + PS + 8), 0);
+	cr_assert_eq(smmu_try_store64(e.cpu, a + PS, 1), -EACCES, "the source lost its protection");
+	uint64_t v;
+	cr_assert_eq(smmu_try_load64(e.cpu, a + 2 * PS, &v), -ESTALE, "the source lost its handler");
+	cr_assert_eq(smmu_try_load64(e.cpu, H + 34 * PS, &v), -ESTALE, "the destination did not get the handler");
+	cr_assert_eq(smmu_munmap(e.mm, H, 128 * PS), 0);
+	env_fini(&e);
+}
+
+Test(remap, leave_bad_input_changes_nothing)
+{
+	struct env e;
+	env_init(&e, 512, SMMU_SHOOTDOWN_SIGNAL, SMMU_POOL_POISON);
+	smmu_addr_t a = map(&e, H, 2 * PS, RW);
+	map(&e, H + 64 * PS, PS, RW); /* an obstacle */
+	stamp(&e, a, 2, 9);
+	struct smmu_stats before = stats(&e);
+	struct smmu_remap m = {.from = a, .to = H + 32 * PS, .len = 2 * PS};
+	const struct smmu_remap_leave ok = {.prot = SMMU_PROT_NONE, .handler = stub, .handler_arg = &stub_calls};
+	const int bad_prots[] = {SMMU_PROT_WRITE, 0x4, 0x7, -1};
+	cr_assert_eq(smmu_mremap_batch_leave(e.mm, &m, 1, NULL), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad_prots) / sizeof(bad_prots[0]); i++) {
+		const struct smmu_remap_leave bad = {.prot = bad_prots[i]};
+		cr_assert_eq(smmu_mremap_batch_leave(e.mm, &m, 1, &bad), -EINVAL, "prot %d", bad_prots[i]);
+	}
+	cr_assert_eq(smmu_mremap_batch_leave(NULL, &m, 1, &ok), -EINVAL);
+	cr_assert_eq(smmu_mremap_batch_leave(e.mm, NULL, 1, &ok), -EINVAL);
+	m.to = H + 63 * PS;
+	cr_assert_eq(smmu_mremap_batch_leave(e.mm, &m, 1, &ok), -EEXIST);
+	m = (struct smmu_remap){.from = a, .to = H + 32 * PS, .len = 3 * PS};
+	cr_assert_eq(smmu_mremap_batch_leave(e.mm, &m, 1, &ok), -EFAULT);
+	cr_assert_eq(smmu_mremap(e.mm, a, PS, H + 32 * PS, SMMU_MREMAP_DONTUNMAP | 2), -EINVAL);
+	cr_assert_eq(smmu_mremap(e.mm, a, 3 * PS, H + 32 * PS, SMMU_MREMAP_DONTUNMAP), -EFAULT);
+	struct smmu_stats after = stats(&e);
+	cr_assert_eq(after.shootdowns, before.shootdowns);
+	check_stamps(&e, a, 2, 9);
+	struct smmu_region reg;
+	cr_assert_eq(smmu_mm_find(e.mm, a, &reg), 0);
+	cr_assert(reg.start == a && reg.end == a + 2 * PS && reg.prot == RW, "the source changed");
+	cr_assert_eq(smmu_mm_find(e.mm, H + 2 * PS, &reg), 0);
+	cr_assert_eq(reg.start, H + 64 * PS, "something was mapped");
+	cr_assert_eq(smmu_munmap(e.mm, H, 128 * PS), 0);
+	env_fini(&e);
+}
+
+/*
+ * The window smmu_mremap_batch_leave closes: a page moves round a ring of
+ * three slots, each move unmapping the stub two moves old at its
+ * destination and leaving a stub (PROT_NONE, a handler) at its source.
+ * Readers take a snapshot of where the page is (w) and where it was (p)
+ * between two moves, and load from one of them while moves go on:
+ *  - at w, until the second move after the snapshot has begun (which
+ *    unmaps that slot), the load reads the page or reaches the stub left
+ *    there - never -EFAULT: no access finds a source unmapped, not even in
+ *    the middle of the move;
+ *  - at p, until the next move but one begins, the stub: never data,
+ *    never -EFAULT.
+ */
+struct leave_hammer {
+	struct smmu_mm *mm;
+	smmu_addr_t slot[3];
+	enum smmu_shootdown_mode mode;
+	_Atomic smmu_addr_t where, prev; /* prev: 0 before the first move */
+	atomic_ulong seq;                 /* odd while a move runs */
+	atomic_bool stop;
+	atomic_ulong stubbed, hits, unmapped, leaked, bad_values;
+};
+
+static void *leave_reader(void *arg)
+{
+	struct leave_hammer *h = arg;
+	struct smmu_cpu *c;
+	cr_assert_eq(smmu_cpu_register(h->mm, &c), 0);
+	for (unsigned long n = 0; !atomic_load(&h->stop); n++) {
+		if (h->mode != SMMU_SHOOTDOWN_SIGNAL)
+			smmu_quiescent(c);
+		unsigned long s1 = atomic_load(&h->seq);
+		smmu_addr_t w = atomic_load(&h->where), p = atomic_load(&h->prev);
+		if ((s1 & 1) || atomic_load(&h->seq) != s1 || !p)
+			continue; /* no snapshot between two moves */
+		const bool at_w = n & 1;
+		uint64_t v = 0;
+		int err = smmu_try_load64(c, (at_w ? w : p) + 8, &v);
+		unsigned long moves_since = (atomic_load(&h->seq) - s1 + 1) / 2; /* begun after the snapshot */
+		if (err == -ESTALE)
+			atomic_fetch_add(&h->stubbed, 1);
+		else if (err == -EFAULT && moves_since < (at_w ? 2u : 1u) + 1)
+			atomic_fetch_add(&h->unmapped, 1);
+		else if (err == 0 && at_w && v == MAGIC)
+			atomic_fetch_add(&h->hits, 1);
+		else if (err == 0 && !at_w && moves_since <= 1)
+			atomic_fetch_add(&h->leaked, 1);
+		else if ((err == 0 && v != MAGIC) || (err != 0 && err != -EFAULT))
+			atomic_fetch_add(&h->bad_values, 1);
+	}
+	cr_assert_eq(smmu_cpu_unregister(c), 0);
+	return NULL;
+}
+
+static void leave_hammer(enum smmu_shootdown_mode mode)
+{
+	struct env e;
+	env_init(&e, 512, mode, SMMU_POOL_POISON);
+	struct leave_hammer h = {.mm = e.mm, .slot = {H, H + 64 * PS, H + 128 * PS}, .mode = mode};
+	const struct smmu_remap_leave tomb = {.prot = SMMU_PROT_NONE, .handler = stub, .handler_arg = &stub_calls};
+	map(&e, h.slot[0], PS, RW);
+	smmu_store64(e.cpu, h.slot[0] + 8, MAGIC);
+	atomic_store(&h.where, h.slot[0]);
+	cr_assert_eq(smmu_cpu_offline(e.cpu), 0); /* the writer only moves */
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, leave_reader, &h), 0);
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	unsigned long moves = 0;
+	do {
+		unsigned k = (unsigned)(moves % 3);
+		smmu_addr_t from = h.slot[k], to = h.slot[(k + 1) % 3];
+		atomic_fetch_add(&h.seq, 1); /* odd: moving */
+		cr_assert_eq(smmu_munmap(e.mm, to, PS), 0); /* the stub left two moves ago */
+		struct smmu_remap m = {.from = from, .to = to, .len = PS};
+		cr_assert_eq(smmu_mremap_batch_leave(e.mm, &m, 1, &tomb), 0);
+		atomic_store(&h.prev, from);
+		atomic_store(&h.where, to);
+		atomic_fetch_add(&h.seq, 1); /* even: the move returned */
+		moves++;
+		struct timespec pause = {0, 20000};
+		nanosleep(&pause, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) < 1000000000L);
+	atomic_store(&h.stop, true);
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_eq(smmu_cpu_online(e.cpu), 0);
+	cr_log_info("%lu moves, %lu loads at the page, %lu at a stub", moves, atomic_load(&h.hits),
+		    atomic_load(&h.stubbed));
+	cr_assert_gt(moves, 1);
+	cr_assert_gt(atomic_load(&h.hits), 0, "no load at the page succeeded: the test checked nothing");
+	cr_assert_gt(atomic_load(&h.stubbed), 0, "no load reached a stub: the test checked nothing");
+	cr_assert_eq(atomic_load(&h.unmapped), 0, "a load found a move's source unmapped");
+	cr_assert_eq(atomic_load(&h.leaked), 0, "a load completed at a stub");
+	cr_assert_eq(atomic_load(&h.bad_values), 0, "a load failed otherwise or read something else than the page");
+	cr_assert_eq(smmu_munmap(e.mm, H, 192 * PS), 0);
+	env_fini(&e);
+}
+
+Test(remap, leave_hammer_signal)
+{
+	leave_hammer(SMMU_SHOOTDOWN_SIGNAL);
+}
+
+Test(remap, leave_hammer_rcu)
+{
+	leave_hammer(SMMU_SHOOTDOWN_RCU);
 }
 
 /* Subscribers see one REMAP change per source, secondary before end. */
@@ -403,7 +629,6 @@ Test(remap, notifiers_see_remap)
  * that succeeds reads the page's contents (never a fresh zero page or a
  * poisoned, freed frame).
  */
-#define MAGIC 0x5eed5eed5eed5eedull
 
 struct hammer {
 	struct smmu_mm *mm;

@@ -1452,9 +1452,11 @@ static void op_mprotect(struct in *in)
 	check_pools();
 }
 
-static void op_mremap(struct in *in, bool batch)
+/* smmu_mremap (with or without SMMU_MREMAP_DONTUNMAP, or an unknown
+ * flag), smmu_mremap_batch, or with leave smmu_mremap_batch_leave. */
+static void op_mremap(struct in *in, bool batch, bool leave)
 {
-	S.opname = batch ? "mremap_batch" : "mremap";
+	S.opname = !batch ? "mremap" : leave ? "mremap_batch_leave" : "mremap_batch";
 	int mi = pick_mm(in);
 	struct mmm *m = &S.mm[mi];
 	struct smmu_remap mv[4];
@@ -1467,12 +1469,27 @@ static void op_mremap(struct in *in, bool batch)
 		mv[i].to = decode_addr(in, mi);
 		mv[i].len = decode_len(in, mi);
 	}
-	unsigned flags = !batch && (u8(in) & 0xf0) == 0xf0 ? 1 : 0;
+	unsigned flags = 0;
+	if (!batch) {
+		uint8_t fb = u8(in);
+		flags = (fb & 0xf0) == 0xf0 ? 2u | (fb & 1) : (fb & 0x0f) == 0x0f ? SMMU_MREMAP_DONTUNMAP : 0;
+	}
 	bool null_moves = batch && (nb & 0xf8) == 0xf8;
+	struct smmu_remap_leave lv = {0};
+	bool null_leave = false;
+	int leave_hid = 0;
+	if (leave) {
+		null_leave = (u8(in) & 0xf0) == 0xf0;
+		lv.prot = decode_prot(in);
+		leave_hid = decode_hid(in, &lv.handler_arg);
+		lv.handler = handler_fn(leave_hid);
+	}
 
 	emask want = 0;
 	uint64_t ends[4] = {0};
-	if (!m->live || flags || (null_moves && n))
+	if (!m->live || (flags & ~(unsigned)SMMU_MREMAP_DONTUNMAP) || (null_moves && n))
+		want |= EM(EINVAL);
+	if (leave && (null_leave || !(lv.prot == NONE || lv.prot == R || lv.prot == RW)))
 		want |= EM(EINVAL);
 	for (size_t i = 0; i < n && !want; i++) {
 		uint64_t to_end;
@@ -1499,11 +1516,14 @@ static void op_mremap(struct in *in, bool batch)
 	if (!want)
 		want = OK;
 	int err;
-	if (batch)
+	if (batch && leave)
+		err = smmu_mremap_batch_leave(m->live ? m->h : NULL, null_moves ? NULL : mv, n, null_leave ? NULL : &lv);
+	else if (batch)
 		err = smmu_mremap_batch(m->live ? m->h : NULL, null_moves ? NULL : mv, n);
 	else
 		err = smmu_mremap(m->live ? m->h : NULL, mv[0].from, mv[0].len, mv[0].to, flags);
-	TRACE("%s mm%d n %zu -> %d\n", S.opname, mi, n, err);
+	TRACE("%s mm%d n %zu flags 0x%x leave prot %d handler %d -> %d\n", S.opname, mi, n, flags, lv.prot, leave_hid,
+	      err);
 	for (size_t i = 0; i < n; i++)
 		TRACE("    0x%llx -> 0x%llx len 0x%llx\n", X(mv[i].from), X(mv[i].to), X(mv[i].len));
 	expect_rc(S.opname, err, want);
@@ -1522,7 +1542,12 @@ static void op_mremap(struct in *in, bool batch)
 				reg_push(m, (struct mreg){to + (s - from), to + (e - from), r.prot, r.hid});
 			}
 			/* the pushed copies lie in the destination, outside [from, end) */
-			reg_apply(m, from, end, -1);
+			if (!(flags & SMMU_MREMAP_DONTUNMAP))
+				reg_apply(m, from, end, -1);
+			if (leave) {
+				reg_push(m, (struct mreg){from, end, lv.prot, leave_hid});
+				reg_normalize(m);
+			}
 		}
 	}
 	if (m->live)
@@ -2158,7 +2183,7 @@ static void run_op(struct in *in)
 		op_mprotect(in);
 		break;
 	case 7:
-		op_mremap(in, op & 0x80);
+		op_mremap(in, op & 0x80, (op & 0xc0) == 0xc0);
 		break;
 	case 8:
 		op_try_access(in, false);
