@@ -41,17 +41,18 @@
  *  1. pick up to MAX_BATCH sealed heap pages of which at least half the
  *     objects were unlinked, and all of those are dead (a hint the
  *     mutators keep on host-side page descriptors); mark them RELOCATING;
- *  2. ISOLATE: one smmu_mremap_batch moves all of them, frames and all,
- *     to a from-space area only the collector uses - one gather, one
- *     shootdown for the whole batch.  When it returns, no mutator
+ *  2. ISOLATE: one smmu_mremap_batch_leave moves all of them, frames and
+ *     all, to a from-space area only the collector uses - one gather, one
+ *     shootdown for the whole batch - and in the same step leaves a
+ *     tombstone where each page was: a PROT_NONE mapping whose fault
+ *     handler forwards.  No access ever finds an old address unmapped.  When it returns, no mutator
  *     completes an access through the old addresses (RCU deferred mode:
  *     after each mutator's next quiescent state - the collector waits for
  *     every mutator's next safepoint, or for it to be seen blocked,
  *     before it reads the pages).  Whatever a mutator wrote before that
  *     is in the frames now in from-space; nothing it writes later can go
  *     there;
- *  3. put a tombstone where each run of pages was: a PROT_NONE mapping
- *     whose fault handler (smmu_mmap_handler) forwards;
+ *  3. (RCU deferred mode) wait for every mutator's next safepoint;
  *  4. EVACUATE: read each moved page through smmu_mm_translate, drop the
  *     dead objects, copy the live ones densely into fresh staging pages
  *     (mapped, populated and written by the collector only) and record
@@ -84,19 +85,16 @@
  *    RELOCATED, finds the object's new address in the forwarding table
  *    and returns -ESTALE; the try_ access returns it, and the mutator's
  *    barrier retries the access at the new address;
- *  - in the moment between the isolating mremap and the tombstone's
- *    mmap the old address is not mapped at all: the access returns
- *    -EFAULT, and the barrier does what the handler does (goes offline,
- *    waits, forwards) - it recognises the case by the page's state (the
- *    library has no way to leave a mapping with a handler behind at the
- *    source of a move, which would close this window);
+ *  - there is no moment in which the old address is not mapped: the
+ *    isolating move leaves the tombstone in the same step, so an access
+ *    that returns -EFAULT is a bug, reported as one;
  *  - self-healing: having forwarded a reference it loaded from a slot,
- *    the barrier replaces it there with smmu_cmpxchg64(slot, old, new),
- *    so later loads find the new address directly.  A lost race (the
- *    owner unlinked meanwhile) leaves the slot alone; if the slot's own
- *    page has moved meanwhile the cmpxchg traps (atomics have no try_
- *    form) and the CPU's trap handler longjmps back: the heal is skipped,
- *    it is only an optimisation.
+ *    the barrier replaces it there with smmu_try_cmpxchg64(slot, old,
+ *    new), so later loads find the new address directly.  A lost race
+ *    (the owner unlinked meanwhile) leaves the slot alone; if the slot's
+ *    own page has moved meanwhile, the tombstone's handler runs and the
+ *    cmpxchg returns -ESTALE: the heal is skipped, it is only an
+ *    optimisation.
  * No copy races a write: the copy (4) starts after the isolating move
  * (2) has cut every mutator off the old addresses, so every write through
  * an old address happened before and is in the frame that is copied, and
@@ -115,8 +113,8 @@
  * published the same way: initialised, then linked.
  *
  * Never blocking inside an access: the handler runs outside the access
- * (the library puts the CPU offline for it), the window wait and the
- * allocation throttle go offline themselves, and nothing the collector
+ * (the library puts the CPU offline for it), the allocation throttle
+ * goes offline itself, and nothing the collector
  * waits for waits for a mutator that waits for the collector: shootdowns
  * and grace periods skip offline CPUs, and the deferred-mode safepoint
  * wait counts a mutator seen blocked as passed (it makes no access while
@@ -124,7 +122,7 @@
  * makes one).
  *
  * Pauses: for every access that faulted on a moved object, the time from
- * its first fault (handler entry, or the window wait) to the completion of
+ * its first fault (handler entry) to the completion of
  * the retried access at the new address - waiting for the relocation,
  * forwarding, healing; and the time blocked in the allocation throttle
  * (the pool is low: waiting for the collector).  The library's own slow
@@ -148,7 +146,6 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -224,10 +221,8 @@ struct mutator {
 	/* Forwarding. */
 	smmu_addr_t fwd_to; /* the handler's answer: new address of the faulting byte */
 	uint64_t fault_t0;  /* when the access in progress first faulted, or 0 */
-	int healing;
-	jmp_buf heal_jb;
 	/* Counts. */
-	uint64_t ops, allocs, unlinks, mutates, reads, handler_calls, window_faults, heals, heal_races, heals_skipped,
+	uint64_t ops, allocs, unlinks, mutates, reads, handler_calls, heals, heal_races, heals_skipped,
 		throttles;
 	uint64_t *pauses;
 	size_t npauses, cap_pauses;
@@ -267,7 +262,7 @@ static void wake_waiters(void)
 
 /* Collector counts (collector thread only; read after join). */
 static struct {
-	uint64_t cycles, pages_isolated, to_pages, objs_copied, objs_dropped, tombstone_maps;
+	uint64_t cycles, pages_isolated, to_pages, objs_copied, objs_dropped;
 	uint64_t reloc_ns, reloc_cpu_ns, mremap_ns, mremap_calls, mremap_pages, qs_wait_ns;
 } coll;
 
@@ -391,29 +386,17 @@ static int tombstone_fault(struct smmu_cpu *cpu, const struct smmu_fault *f, voi
 	return -ESTALE;
 }
 
-/* The CPU's trap handler: a heal's cmpxchg hit a moved slot - skip it. */
-static void trap(struct smmu_cpu *cpu, const struct smmu_fault *f, void *arg)
-{
-	struct mutator *m = arg;
-	(void)cpu;
-	if (m->healing)
-		longjmp(m->heal_jb, 1);
-	fprintf(stderr, "gc_compact: unexpected fault on CPU %u: %s at 0x%" PRIx64 ": %d\n", f->cpu_id,
-		f->kind == SMMU_ACCESS_READ ? "read" : "write", f->addr, f->error);
-	abort();
-}
-
+/* A heal fails when the slot's own page has moved (-ESTALE from its
+ * tombstone): then it is skipped. */
 static void heal(struct mutator *m, smmu_addr_t slot, smmu_addr_t old, smmu_addr_t new)
 {
-	if (setjmp(m->heal_jb)) {
-		m->healing = 0;
+	uint64_t was;
+	int err = smmu_try_cmpxchg64(m->cpu, slot, old, new, &was);
+	if (err == -ESTALE)
 		m->heals_skipped++;
-		return;
-	}
-	m->healing = 1;
-	uint64_t was = smmu_cmpxchg64(m->cpu, slot, old, new);
-	m->healing = 0;
-	if (was == old)
+	else if (err)
+		fatal("heal failed", slot);
+	else if (was == old)
 		m->heals++;
 	else
 		m->heal_races++;
@@ -424,26 +407,10 @@ static void heal(struct mutator *m, smmu_addr_t slot, smmu_addr_t old, smmu_addr
 static void follow(struct mutator *m, smmu_addr_t *obj, smmu_addr_t slot, unsigned off, int err)
 {
 	smmu_addr_t old = *obj, to;
-	if (err == -ESTALE) {
+	if (err == -ESTALE)
 		to = m->fwd_to - off;
-	} else if (err == -EFAULT) {
-		/* Between the isolating move and the tombstone. */
-		struct pdesc *pd = pdesc_of(old);
-		int st = pd ? atomic_load_explicit(&pd->state, memory_order_acquire) : 0;
-		if (st != PG_RELOCATING && st != PG_RELOCATED)
-			fatal("access to an unmapped address that is not being relocated", old + off);
-		if (!m->fault_t0)
-			m->fault_t0 = now_ns();
-		CHECK(smmu_cpu_offline(m->cpu));
-		atomic_store(&m->blocked, 1);
-		wait_relocated(pd);
-		atomic_store(&m->blocked, 0);
-		CHECK(smmu_cpu_online(m->cpu));
-		to = forward(old);
-		m->window_faults++;
-	} else {
+	else /* -EFAULT too: the isolating move leaves the tombstone in the same step */
 		fatal("access failed", old + off);
-	}
 	if (slot)
 		heal(m, slot, old, to);
 	*obj = to;
@@ -706,7 +673,6 @@ static void *mutator_main(void *arg)
 	struct mutator *m = arg;
 	m->cpu = smmu_cpu_self();
 	self = m;
-	CHECK(smmu_cpu_set_trap_handler(m->cpu, trap, m));
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		safepoint(m);
 		unsigned r = (unsigned)(splitmix(&m->rng) % 100);
@@ -748,10 +714,12 @@ static int cmp_addr(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static void timed_mremap_batch(const struct smmu_remap *mv, size_t n, size_t pages)
+/* leave: what to map at the sources in the same step, or NULL */
+static void timed_mremap_batch(const struct smmu_remap *mv, size_t n, size_t pages,
+			       const struct smmu_remap_leave *leave)
 {
 	uint64_t t0 = now_ns();
-	CHECK(smmu_mremap_batch(mm, mv, n));
+	CHECK(leave ? smmu_mremap_batch_leave(mm, mv, n, leave) : smmu_mremap_batch(mm, mv, n));
 	coll.mremap_ns += now_ns() - t0;
 	coll.mremap_calls++;
 	coll.mremap_pages += pages;
@@ -812,23 +780,14 @@ static bool collect_once(void)
 	}
 	uint64_t t0 = now_ns(), c0 = thread_cpu_ns();
 
-	/* 2. isolate: every page in one batch */
+	/* 2. isolate: every page in one batch, a tombstone left at each */
 	struct smmu_remap mv[MAX_BATCH];
 	for (size_t i = 0; i < k; i++)
 		mv[i] = (struct smmu_remap){.from = cand[i], .to = FROM_BASE + i * PAGE, .len = PAGE};
-	timed_mremap_batch(mv, k, k);
+	const struct smmu_remap_leave tomb = {.prot = SMMU_PROT_NONE, .handler = tombstone_fault};
+	timed_mremap_batch(mv, k, k, &tomb);
 
-	/* 3. tombstones, one mapping per run of adjacent pages */
-	for (size_t i = 0; i < k;) {
-		size_t j = i + 1;
-		while (j < k && cand[j] == cand[j - 1] + PAGE)
-			j++;
-		smmu_addr_t got;
-		CHECK(smmu_mmap_handler(mm, cand[i], (j - i) * PAGE, SMMU_PROT_NONE, SMMU_MAP_FIXED_NOREPLACE,
-					tombstone_fault, NULL, &got));
-		coll.tombstone_maps++;
-		i = j;
-	}
+	/* 3. */
 	if (mode == SMMU_SHOOTDOWN_RCU_DEFERRED)
 		wait_safepoints();
 
@@ -900,7 +859,7 @@ static bool collect_once(void)
 	/* 5. publish: the staging pages move to their to-space addresses */
 	if (nto) {
 		struct smmu_remap pub = {.from = STAGE_BASE, .to = to, .len = nto * PAGE};
-		timed_mremap_batch(&pub, 1, nto);
+		timed_mremap_batch(&pub, 1, nto, NULL);
 		for (size_t j = 0; j < nto; j++) {
 			atomic_init(&tpd[j]->state, PG_FULL);
 			atomic_store_explicit(&pds[(to - HEAP_BASE) / PAGE + j], tpd[j], memory_order_release);
@@ -945,7 +904,6 @@ static void *checker_main(void *arg)
 	struct mutator *m = arg;
 	m->cpu = smmu_cpu_self();
 	self = m;
-	CHECK(smmu_cpu_set_trap_handler(m->cpu, trap, m));
 	bool ok = true;
 	for (unsigned j = 0; j < nmut; j++) {
 		uint64_t sum = 0;
@@ -1123,7 +1081,7 @@ int main(int argc, char **argv)
 	/* Report. */
 	struct smmu_stats sst;
 	CHECK(smmu_stats_get(mm, &sst));
-	uint64_t ops = 0, allocs = 0, unlinks = 0, mutates = 0, reads = 0, hcalls = 0, wins = 0, heals = 0, races = 0,
+	uint64_t ops = 0, allocs = 0, unlinks = 0, mutates = 0, reads = 0, hcalls = 0, heals = 0, races = 0,
 		 skipped = 0, throttles = 0, pmax = 0, live = 0;
 	size_t np = 0;
 	for (unsigned i = 0; i <= nmut; i++)
@@ -1140,7 +1098,6 @@ int main(int argc, char **argv)
 		mutates += m->mutates;
 		reads += m->reads;
 		hcalls += m->handler_calls;
-		wins += m->window_faults;
 		heals += m->heals;
 		races += m->heal_races;
 		skipped += m->heals_skipped;
@@ -1173,11 +1130,11 @@ int main(int argc, char **argv)
 	if (mode == SMMU_SHOOTDOWN_RCU_DEFERRED)
 		printf("            waited %.1f ms for mutator safepoints before copying (deferred mode)\n",
 		       (double)coll.qs_wait_ns / 1e6);
-	printf("forwarding: %" PRIu64 " tombstone handler calls, %" PRIu64 " window faults; heals %" PRIu64
-	       " done, %" PRIu64 " raced, %" PRIu64 " skipped (slot moved)\n",
-	       hcalls, wins, heals, races, skipped);
+	printf("forwarding: %" PRIu64 " tombstone handler calls; heals %" PRIu64 " done, %" PRIu64 " raced, %" PRIu64
+	       " skipped (slot moved)\n",
+	       hcalls, heals, races, skipped);
 	if (np)
-		printf("pauses:     %zu (handler/window waits and %" PRIu64 " allocation throttles): p50 %.1f us, "
+		printf("pauses:     %zu (handler waits and %" PRIu64 " allocation throttles): p50 %.1f us, "
 		       "p99 %.1f us, max %.1f us\n",
 		       np, throttles, (double)all[np / 2] / 1e3, (double)all[np * 99 / 100] / 1e3, (double)pmax / 1e3);
 	else

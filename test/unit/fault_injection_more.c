@@ -3,8 +3,9 @@
  * Fault injection, part 2 (part 1 and the shared walk: fault_injection.c,
  * fault_injection.h):
  *  - every allocation site of smmu_mremap (a run of leaves that splits its
- *    source's regions, a 2 MiB subtree) and smmu_mremap_batch (three moves
- *    at once), smmu_notifier_register, smmu_interval_notifier_insert and
+ *    source's regions, a 2 MiB subtree), smmu_mremap_batch (three moves
+ *    at once) and smmu_mremap_batch_leave (the same, PROT_NONE left at
+ *    the sources), smmu_notifier_register, smmu_interval_notifier_insert and
  *    smmu_mm_translate; failure leaves mappings, contents, protections and
  *    regions as they were;
  *  - every frame allocation of smmu_mm_translate;
@@ -36,6 +37,7 @@
 TestSuite(fault_injection, .timeout = 120);
 
 #define MIB ((smmu_addr_t)1 << 20)
+enum { REMAP_PLAIN, REMAP_LEAVE }; /* f->variant of the mremap walks */
 #define BOUND_NS 10000000000ull /* no wait of the test is longer */
 #define GIB ((smmu_addr_t)1 << 30)
 
@@ -93,6 +95,10 @@ static size_t regions_after_moves(const struct fi *f, struct smmu_region *out)
 			tmp[n++] = todo[j];
 		}
 	}
+	for (size_t k = 0; f->variant == REMAP_LEAVE && k < f->nmoves; k++) { /* the mappings left behind */
+		cr_assert_lt(n, MAX_REGIONS * 3);
+		tmp[n++] = (struct smmu_region){f->moves[k].from, f->moves[k].from + f->moves[k].len, SMMU_PROT_NONE, 0};
+	}
 	return sort_merge(tmp, n, out);
 }
 
@@ -110,6 +116,9 @@ static long move_of(const struct fi *f, smmu_addr_t a, bool dest)
 
 static int mremap_run(struct fi *f)
 {
+	if (f->variant == REMAP_LEAVE)
+		return smmu_mremap_batch_leave(f->mm, f->moves, f->nmoves,
+					       &(struct smmu_remap_leave){.prot = SMMU_PROT_NONE});
 	if (f->nmoves == 1)
 		return smmu_mremap(f->mm, f->moves[0].from, f->moves[0].len, f->moves[0].to, 0);
 	return smmu_mremap_batch(f->mm, f->moves, f->nmoves);
@@ -129,7 +138,7 @@ static void mremap_done(struct fi *f)
 		if (move_of(f, a, false) >= 0) {
 			cr_assert_eq(now[i].pte, 0, "source page %#llx still mapped", (unsigned long long)a);
 			uint64_t v;
-			cr_assert_eq(smmu_try_load64(f->cpu, a, &v), -EFAULT);
+			cr_assert_eq(smmu_try_load64(f->cpu, a, &v), f->variant == REMAP_LEAVE ? -EACCES : -EFAULT);
 		} else if ((k = move_of(f, a, true)) >= 0) {
 			long j = snap_index(f, a - f->moves[k].to + f->moves[k].from);
 			cr_assert_geq(j, 0, "the test watches every source page");
@@ -236,6 +245,23 @@ Test(fault_injection, mremap_subtree_2mib)
 {
 	walk(&(struct fi_op){.name = "mremap (2 MiB subtree)",
 			     .setup = remap_subtree_setup,
+			     .run = mremap_run,
+			     .done = mremap_done,
+			     .teardown = env_down,
+			     .strict_live = true,
+			     .failed = mremap_failed});
+}
+
+static void remap_batch_leave_setup(struct fi *f)
+{
+	remap_batch_setup(f);
+	f->variant = REMAP_LEAVE;
+}
+
+Test(fault_injection, mremap_batch_leave_three_moves)
+{
+	walk(&(struct fi_op){.name = "mremap_batch_leave (3 moves, PROT_NONE left behind)",
+			     .setup = remap_batch_leave_setup,
 			     .run = mremap_run,
 			     .done = mremap_done,
 			     .teardown = env_down,
