@@ -222,8 +222,7 @@ struct mutator {
 	smmu_addr_t fwd_to; /* the handler's answer: new address of the faulting byte */
 	uint64_t fault_t0;  /* when the access in progress first faulted, or 0 */
 	/* Counts. */
-	uint64_t ops, allocs, unlinks, mutates, reads, handler_calls, heals, heal_races, heals_skipped,
-		throttles;
+	uint64_t ops, allocs, unlinks, mutates, reads, handler_calls, heals, heal_races, heals_skipped, throttles;
 	uint64_t *pauses;
 	size_t npauses, cap_pauses;
 	uint64_t pause_max;
