@@ -330,6 +330,32 @@ Test(remap, all_or_nothing)
 	env_fini(&e);
 }
 
+/* The hammers' common parts: the writer goes offline (it only moves),
+ * three readers start; a run lasts a second. */
+static void hammer_start(struct env *e, pthread_t t[3], void *(*reader)(void *), void *arg, struct timespec *t0)
+{
+	cr_assert_eq(smmu_cpu_offline(e->cpu), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, reader, arg), 0);
+	clock_gettime(CLOCK_MONOTONIC, t0);
+}
+
+static bool hammer_go_on(const struct timespec *t0)
+{
+	struct timespec pause = {0, 20000}, now; /* readers get windows between moves */
+	nanosleep(&pause, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1000000000L + (now.tv_nsec - t0->tv_nsec) < 1000000000L;
+}
+
+static void hammer_stop(struct env *e, pthread_t t[3], atomic_bool *stop)
+{
+	atomic_store(stop, true);
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_eq(smmu_cpu_online(e->cpu), 0);
+}
+
 /* ------------------------------------------------ leaving a mapping behind */
 
 static _Atomic int stub_calls;
@@ -506,12 +532,9 @@ static void leave_hammer(enum smmu_shootdown_mode mode)
 	map(&e, h.slot[0], PS, RW);
 	smmu_store64(e.cpu, h.slot[0] + 8, MAGIC);
 	atomic_store(&h.where, h.slot[0]);
-	cr_assert_eq(smmu_cpu_offline(e.cpu), 0); /* the writer only moves */
 	pthread_t t[3];
-	for (int i = 0; i < 3; i++)
-		cr_assert_eq(pthread_create(&t[i], NULL, leave_reader, &h), 0);
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct timespec t0;
+	hammer_start(&e, t, leave_reader, &h, &t0);
 	unsigned long moves = 0;
 	do {
 		unsigned k = (unsigned)(moves % 3);
@@ -524,14 +547,8 @@ static void leave_hammer(enum smmu_shootdown_mode mode)
 		atomic_store(&h.where, to);
 		atomic_fetch_add(&h.seq, 1); /* even: the move returned */
 		moves++;
-		struct timespec pause = {0, 20000};
-		nanosleep(&pause, NULL);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-	} while ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) < 1000000000L);
-	atomic_store(&h.stop, true);
-	for (int i = 0; i < 3; i++)
-		pthread_join(t[i], NULL);
-	cr_assert_eq(smmu_cpu_online(e.cpu), 0);
+	} while (hammer_go_on(&t0));
+	hammer_stop(&e, t, &h.stop);
 	cr_log_info("%lu moves, %lu loads at the page, %lu at a stub", moves, atomic_load(&h.hits),
 		    atomic_load(&h.stubbed));
 	cr_assert_gt(moves, 1);
@@ -681,12 +698,9 @@ static void hammer(enum smmu_shootdown_mode mode)
 	map(&e, h.a, PS, RW);
 	smmu_store64(e.cpu, h.a + 8, MAGIC);
 	atomic_store(&h.where, h.a);
-	cr_assert_eq(smmu_cpu_offline(e.cpu), 0); /* the writer only moves */
 	pthread_t t[3];
-	for (int i = 0; i < 3; i++)
-		cr_assert_eq(pthread_create(&t[i], NULL, hammer_reader, &h), 0);
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct timespec t0;
+	hammer_start(&e, t, hammer_reader, &h, &t0);
 	unsigned long moves = 0;
 	do {
 		smmu_addr_t from = atomic_load(&h.where), to = from == h.a ? h.b : h.a;
@@ -695,14 +709,8 @@ static void hammer(enum smmu_shootdown_mode mode)
 		atomic_store(&h.where, to);
 		atomic_fetch_add(&h.seq, 1); /* even: the move returned */
 		moves++;
-		struct timespec pause = { 0, 20000 }; /* readers get even windows */
-		nanosleep(&pause, NULL);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-	} while ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) < 1000000000L);
-	atomic_store(&h.stop, true);
-	for (int i = 0; i < 3; i++)
-		pthread_join(t[i], NULL);
-	cr_assert_eq(smmu_cpu_online(e.cpu), 0);
+	} while (hammer_go_on(&t0));
+	hammer_stop(&e, t, &h.stop);
 	cr_log_info("%lu moves, %lu loads, %lu hits", moves, atomic_load(&h.loads), atomic_load(&h.hits));
 	cr_assert_gt(moves, 1);
 	cr_assert_gt(atomic_load(&h.hits), 0, "no load ever succeeded: the test checked nothing");
