@@ -514,8 +514,8 @@ static void *leave_reader(void *arg)
 			atomic_fetch_add(&h->unmapped, 1);
 		else if (err == 0 && at_w && v == MAGIC)
 			atomic_fetch_add(&h->hits, 1);
-		else if (err == 0 && !at_w && moves_since <= 1)
-			atomic_fetch_add(&h->leaked, 1);
+		else if (err == 0 && !at_w && moves_since <= 1 && h->mode != SMMU_SHOOTDOWN_RCU_DEFERRED)
+			atomic_fetch_add(&h->leaked, 1); /* deferred: an entry may live to the next quiescent state */
 		else if ((err == 0 && v != MAGIC) || (err != 0 && err != -EFAULT))
 			atomic_fetch_add(&h->bad_values, 1);
 	}
@@ -553,7 +553,8 @@ static void leave_hammer(enum smmu_shootdown_mode mode)
 		    atomic_load(&h.stubbed));
 	cr_assert_gt(moves, 1);
 	cr_assert_gt(atomic_load(&h.hits), 0, "no load at the page succeeded: the test checked nothing");
-	cr_assert_gt(atomic_load(&h.stubbed), 0, "no load reached a stub: the test checked nothing");
+	if (mode != SMMU_SHOOTDOWN_RCU_DEFERRED)
+		cr_assert_gt(atomic_load(&h.stubbed), 0, "no load reached a stub: the test checked nothing");
 	cr_assert_eq(atomic_load(&h.unmapped), 0, "a load found a move's source unmapped");
 	cr_assert_eq(atomic_load(&h.leaked), 0, "a load completed at a stub");
 	cr_assert_eq(atomic_load(&h.bad_values), 0, "a load failed otherwise or read something else than the page");
@@ -569,6 +570,14 @@ Test(remap, leave_hammer_signal)
 Test(remap, leave_hammer_rcu)
 {
 	leave_hammer(SMMU_SHOOTDOWN_RCU);
+}
+
+/* Deferred: a reader may still reach the moved page through an old entry
+ * until its next quiescent state, so a load at the source may read data;
+ * it still never finds the source unmapped. */
+Test(remap, leave_hammer_rcu_deferred)
+{
+	leave_hammer(SMMU_SHOOTDOWN_RCU_DEFERRED);
 }
 
 /* Subscribers see one REMAP change per source, secondary before end. */
