@@ -80,7 +80,8 @@
  * object is a smmu_try_load64 / smmu_try_store64 at object + field:
  *  - the page is in the heap and not moved: the access completes;
  *  - the page was isolated and its tombstone is in place: the access
- *    faults (-EACCES), the library runs the tombstone's handler on the
+ *    faults (the tombstone has no frame: the handler sees -EFAULT), the
+ *    library runs the tombstone's handler on the
  *    mutator's thread, offline.  The handler waits until the page is
  *    RELOCATED, finds the object's new address in the forwarding table
  *    and returns -ESTALE; the try_ access returns it, and the mutator's

@@ -475,12 +475,12 @@ Test(remap, leave_bad_input_changes_nothing)
  * destination and leaving a stub (PROT_NONE, a handler) at its source.
  * Readers take a snapshot of where the page is (w) and where it was (p)
  * between two moves, and load from one of them while moves go on:
- *  - at w, until the second move after the snapshot has begun (which
- *    unmaps that slot), the load reads the page or reaches the stub left
- *    there - never -EFAULT: no access finds a source unmapped, not even in
- *    the middle of the move;
- *  - at p, until the next move but one begins, the stub: never data,
- *    never -EFAULT.
+ *  - at w, until the third move after the snapshot begins (it unmaps that
+ *    slot), the load reads the page or reaches the stub left there -
+ *    never -EFAULT: no access finds a source unmapped, not even in the
+ *    middle of the move;
+ *  - at p, until the second move after the snapshot begins (it unmaps p),
+ *    the stub: never data, never -EFAULT.
  */
 struct leave_hammer {
 	struct smmu_mm *mm;

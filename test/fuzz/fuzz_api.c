@@ -1522,8 +1522,11 @@ static void op_mremap(struct in *in, bool batch, bool leave)
 		err = smmu_mremap_batch(m->live ? m->h : NULL, null_moves ? NULL : mv, n);
 	else
 		err = smmu_mremap(m->live ? m->h : NULL, mv[0].from, mv[0].len, mv[0].to, flags);
-	TRACE("%s mm%d n %zu flags 0x%x leave prot %d handler %d -> %d\n", S.opname, mi, n, flags, lv.prot, leave_hid,
-	      err);
+	if (leave)
+		TRACE("%s mm%d n %zu leave %s prot %d handler %d -> %d\n", S.opname, mi, n, null_leave ? "NULL" : "",
+		      lv.prot, leave_hid, err);
+	else
+		TRACE("%s mm%d n %zu flags 0x%x -> %d\n", S.opname, mi, n, flags, err);
 	for (size_t i = 0; i < n; i++)
 		TRACE("    0x%llx -> 0x%llx len 0x%llx\n", X(mv[i].from), X(mv[i].to), X(mv[i].len));
 	expect_rc(S.opname, err, want);
@@ -1544,10 +1547,9 @@ static void op_mremap(struct in *in, bool batch, bool leave)
 			/* the pushed copies lie in the destination, outside [from, end) */
 			if (!(flags & SMMU_MREMAP_DONTUNMAP))
 				reg_apply(m, from, end, -1);
-			if (leave) {
+			if (leave)
 				reg_push(m, (struct mreg){from, end, lv.prot, leave_hid});
-				reg_normalize(m);
-			}
+			reg_normalize(m); /* sorted and merged, whatever stayed at the source */
 		}
 	}
 	if (m->live)
