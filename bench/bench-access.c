@@ -130,9 +130,14 @@ struct naive_tlb {
 	uint64_t size;
 };
 
+static inline struct naive_entry *naive_entry_of(const struct naive_tlb *t, smmu_addr_t a)
+{
+	return (struct naive_entry *)((char *)t->e + ((a >> 8) & t->mask));
+}
+
 static BENCH_NOINLINE uint64_t naive_miss(struct naive_tlb *t, smmu_addr_t a)
 {
-	struct naive_entry *e = (struct naive_entry *)((char *)t->e + ((a >> 8) & t->mask));
+	struct naive_entry *e = naive_entry_of(t, a);
 
 	if (a - t->guest >= t->size || (a & 7))
 		bench_die("naive TLB: %#" PRIx64 " is outside the buffer or misaligned", a);
@@ -143,7 +148,7 @@ static BENCH_NOINLINE uint64_t naive_miss(struct naive_tlb *t, smmu_addr_t a)
 
 static inline uint64_t naive_load64(struct naive_tlb *t, smmu_addr_t a)
 {
-	const struct naive_entry *e = (const struct naive_entry *)((const char *)t->e + ((a >> 8) & t->mask));
+	const struct naive_entry *e = naive_entry_of(t, a);
 
 	if (SMMU__LIKELY(e->tag == (a & (~(SMMU_TLB_GRANULE - 1) | 7))))
 		return __atomic_load_n((const uint64_t *)(uintptr_t)(a + e->addend), __ATOMIC_RELAXED);

@@ -381,14 +381,25 @@ Test(access, crossing_from_unmapped_page)
 
 /* ------------------------------------------------------------ try_ errors */
 
+/* One page of each protection and a hole, for the try_ forms' errors. */
+struct layout {
+	smmu_addr_t rw, ro, no, hole;
+};
+
+static struct layout error_layout(struct env *e)
+{
+	return (struct layout){.rw = map(e, H, PS, RW, SMMU_MAP_FIXED),
+			       .ro = map(e, H + 2 * PS, PS, R, SMMU_MAP_FIXED),
+			       .no = map(e, H + 4 * PS, PS, NONE, SMMU_MAP_FIXED),
+			       .hole = H + 6 * PS};
+}
+
 Test(access, try_errors_every_size)
 {
 	struct env e;
 	env_init(&e, 8, SMMU_SHOOTDOWN_SIGNAL, 0);
-	smmu_addr_t rw = map(&e, H, PS, RW, SMMU_MAP_FIXED);
-	smmu_addr_t ro = map(&e, H + 2 * PS, PS, R, SMMU_MAP_FIXED);
-	smmu_addr_t no = map(&e, H + 4 * PS, PS, NONE, SMMU_MAP_FIXED);
-	smmu_addr_t hole = H + 6 * PS;
+	struct layout l = error_layout(&e);
+	smmu_addr_t rw = l.rw, ro = l.ro, no = l.no, hole = l.hole;
 	smmu_store64(e.cpu, rw, 5);
 	for (size_t si = 0; si < 4; si++) {
 		unsigned sz = sizes[si];
@@ -513,10 +524,8 @@ Test(access, try_atomics_errors_change_nothing)
 {
 	struct env e;
 	env_init(&e, 4, SMMU_SHOOTDOWN_SIGNAL, 0);
-	smmu_addr_t rw = map(&e, H, PS, RW, SMMU_MAP_FIXED);
-	smmu_addr_t ro = map(&e, H + 2 * PS, PS, R, SMMU_MAP_FIXED);
-	smmu_addr_t no = map(&e, H + 4 * PS, PS, NONE, SMMU_MAP_FIXED);
-	smmu_addr_t hole = H + 6 * PS;
+	struct layout l = error_layout(&e);
+	smmu_addr_t rw = l.rw, ro = l.ro, no = l.no, hole = l.hole;
 	struct {
 		smmu_addr_t addr;
 		int err;
